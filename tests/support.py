@@ -1,0 +1,141 @@
+"""Real parts for the tests: a server process on a free port and clients
+on real sockets, all bounded by timeouts."""
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import chat_protocol as protocol
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER = os.path.join(ROOT, "chat_server.py")
+CLIENT = os.path.join(ROOT, "chat_client.py")
+TIMEOUT = 5.0
+
+
+def wait_for(predicate, timeout=TIMEOUT, interval=0.02):
+    """Poll until predicate() is true; return whether it became true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """``python chat_server.py --port 0 ...`` in a child process.
+
+    Its log goes to a file (a pipe could fill up and block the server); the
+    port it chose is read back from the log's "listening on" line.
+    """
+
+    def __init__(self, *arguments, preexec_fn=None):
+        self.log_file = tempfile.NamedTemporaryFile(
+            "w+", prefix="chat_server_", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, SERVER, "--port", "0", *arguments],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log_file,
+            stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+        self.pid = self.process.pid
+        match = None
+
+        def listening():
+            nonlocal match
+            match = re.search(r"listening on [^ ]+:(\d+)", self.log())
+            return match is not None or self.process.poll() is not None
+
+        if not wait_for(listening, timeout=10) or match is None:
+            self.stop()
+            raise RuntimeError("the server did not start:\n" + self.log())
+        self.port = int(match.group(1))
+
+    def log(self):
+        with open(self.log_file.name, encoding="utf-8",
+                  errors="replace") as log:
+            return log.read()
+
+    def running(self):
+        return self.process.poll() is None
+
+    def stop(self, signum=signal.SIGINT, timeout=TIMEOUT):
+        """Signal the server, wait for it, return its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self.log_file.close()
+        return self.process.returncode
+
+    def cleanup(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        self.log_file.close()
+        os.unlink(self.log_file.name)
+
+
+class Peer:
+    """A test client on a real blocking socket with a timeout."""
+
+    def __init__(self, port, timeout=TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.sock.settimeout(timeout)
+
+    def send(self, text):
+        protocol.send_message(self.sock, text)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def receive(self):
+        """The next payload as text; AssertionError if the server closed."""
+        text = protocol.receive_message(self.sock)
+        assert text is not None, "the server closed the connection"
+        return text
+
+    def request(self, text):
+        self.send(text)
+        return self.receive()
+
+    def name(self, name):
+        assert self.request(f"NAME {name}") == f"Hello {name}"
+        return self
+
+    def expect_closed(self):
+        """Assert the server closes the connection with nothing more sent."""
+        try:
+            data = self.sock.recv(1)
+        except ConnectionResetError:
+            return
+        assert data == b"", f"expected the close, got {data!r}"
+
+    def expect_silence(self, seconds=0.2):
+        """Assert nothing arrives for ``seconds``."""
+        self.sock.settimeout(seconds)
+        try:
+            data = self.sock.recv(1)
+        except socket.timeout:
+            return
+        finally:
+            self.sock.settimeout(TIMEOUT)
+        raise AssertionError(f"expected silence, got {data!r}")
+
+    def reset(self):
+        """Close abruptly: the server sees a reset, not an orderly close."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self):
+        self.sock.close()
