@@ -139,3 +139,99 @@ class Peer:
 
     def close(self):
         self.sock.close()
+
+
+class TerminalClient:
+    """``python chat_client.py`` on a real pseudo-terminal.
+
+    The output is kept raw (``raw``) and rendered by a VT100 emulator, so
+    ``lines()`` is exactly what a person would see on the screen.
+    """
+
+    def __init__(self, port, *arguments, rows=40, columns=100):
+        import fcntl
+        import pty
+        import termios
+        import pyte
+
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", rows, columns, 0, 0))
+        self.attributes_before = termios.tcgetattr(self.slave)
+        slave = self.slave
+
+        def own_terminal():
+            # A session of its own with the pty as controlling terminal, so
+            # Ctrl+C typed on the pty reaches the client as SIGINT.
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+        self.process = subprocess.Popen(
+            [sys.executable, CLIENT, "--port", str(port), *arguments],
+            cwd=ROOT, stdin=slave, stdout=slave, stderr=slave,
+            preexec_fn=own_terminal, env=dict(os.environ, PYTHONUTF8="1"))
+        self.raw = bytearray()
+        self.screen = pyte.Screen(columns, rows)
+        self.stream = pyte.ByteStream(self.screen)
+
+    def pump(self, timeout=0.05):
+        """Read what the client has written, waiting at most ``timeout``."""
+        import select
+        while select.select([self.master], [], [], timeout)[0]:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.raw += data
+            self.stream.feed(data)
+            timeout = 0.01
+
+    def lines(self):
+        """The screen's lines, without trailing blanks."""
+        lines = [line.rstrip() for line in self.screen.display]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+
+    def text(self):
+        return "\n".join(self.lines())
+
+    def wait_for(self, text, timeout=TIMEOUT):
+        """Wait until ``text`` is on the screen."""
+        def shown():
+            self.pump()
+            return text in self.text()
+        assert wait_for(shown, timeout), (
+            f"{text!r} not on the screen:\n{self.text()}")
+
+    def wait_for_last_line(self, line, timeout=TIMEOUT):
+        """Wait until the last line on the screen is ``line``."""
+        def shown():
+            self.pump()
+            return self.lines()[-1:] == [line]
+        assert wait_for(shown, timeout), (
+            f"{line!r} is not the last line:\n{self.text()}")
+
+    def type(self, keys):
+        os.write(self.master, keys.encode("utf-8"))
+
+    def wait_exit(self, timeout=TIMEOUT):
+        """Wait for the client to end; return its exit status."""
+        try:
+            status = self.process.wait(timeout)
+        finally:
+            self.pump()
+        return status
+
+    def attributes(self):
+        import termios
+        return termios.tcgetattr(self.slave)
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        os.close(self.master)
+        os.close(self.slave)
