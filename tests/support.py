@@ -120,6 +120,19 @@ class Peer:
             return
         assert data == b"", f"expected the close, got {data!r}"
 
+    def drain_until_closed(self, limit=64 * 1024 * 1024):
+        """Read and discard until the server closes; assert it does."""
+        received = 0
+        while received < limit:
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                return
+            if not data:
+                return
+            received += len(data)
+        raise AssertionError(f"still open after {received} bytes")
+
     def expect_silence(self, seconds=0.2):
         """Assert nothing arrives for ``seconds``."""
         self.sock.settimeout(seconds)
