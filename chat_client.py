@@ -237,13 +237,13 @@ class PipedInput:
         return self._decoder.decode(data) if data else None
 
 
+# The keyboard backend, chosen once for this platform.
+Keyboard = WindowsConsole if sys.platform == "win32" else PosixTerminal
+
+
 def open_keyboard():
-    """The input backend for this platform and this standard input."""
-    if not sys.stdin.isatty():
-        return PipedInput()
-    if sys.platform == "win32":
-        return WindowsConsole()
-    return PosixTerminal()
+    """The input for this standard input: the keyboard, or a pipe."""
+    return Keyboard() if sys.stdin.isatty() else PipedInput()
 
 
 class ChatClient:

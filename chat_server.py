@@ -66,22 +66,24 @@ class Connection:
 
 
 def raise_open_files_limit():
-    """Raise the soft limit on open files to the hard limit, where there is
-    one; return the soft limit in force afterwards (None if unknown)."""
+    """Raise the soft limit on open files to the hard limit; return the
+    soft limit in force afterwards (None where there is no such limit)."""
     try:
         import resource
-    except ImportError:
+    except ImportError:  # Windows
         return None
+    unlimited = resource.RLIM_INFINITY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for target in (hard, 10240):  # macOS refuses RLIM_INFINITY
-        if soft != resource.RLIM_INFINITY and (
-                target == resource.RLIM_INFINITY or target > soft):
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-                soft = target
-                break
-            except (ValueError, OSError):
-                continue
+    if soft == unlimited or soft == hard:
+        return None if soft == unlimited else soft
+    # macOS reports an unlimited hard limit yet refuses a soft limit above
+    # its per-process maximum: then fall back to that maximum, OPEN_MAX.
+    for target in ([hard] if hard != unlimited else [unlimited, 10240]):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            continue
+        return None if target == unlimited else target
     return soft
 
 
@@ -160,7 +162,8 @@ class ChatServer:
                     else:
                         if mask & selectors.EVENT_READ:
                             self._on_readable(connection)
-                        if mask & selectors.EVENT_WRITE:
+                        if mask & selectors.EVENT_WRITE and (
+                                not connection.closed):
                             self._write(connection)
                 if self._unflushed:
                     self._flush()

@@ -278,3 +278,16 @@ def test_logs_connections_names_and_departures(server, connect):
     log = server.log()
     assert " connected" in log
     assert "(Logged) named" in log
+
+
+def test_verbose_logs_every_command():
+    server = ServerProcess("-v")
+    try:
+        client = Peer(server.port)
+        client.name("Chatty")
+        assert client.request("GET_NAMES") == "Chatty"
+        assert wait_for(lambda: "(Chatty): GET_NAMES" in server.log())
+        assert ": NAME Chatty" in server.log()
+        client.close()
+    finally:
+        server.cleanup()
