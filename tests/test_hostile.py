@@ -124,11 +124,13 @@ def test_1100_simultaneous_connections(start_server):
             client.close()
 
 
-def low_open_files_limit(limit=64):
-    """A preexec_fn that gives the server ``limit`` open files at most."""
+def low_open_files_limit(limit=64, hard_limit=None):
+    """A preexec_fn that gives the server ``limit`` open files (its soft
+    limit) and ``hard_limit`` at most (the same if not given)."""
     def apply():
         import resource
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (limit, hard_limit or limit))
     return apply
 
 
@@ -173,6 +175,20 @@ def test_low_open_files_limit(start_server, arguments):
         kept += newcomers
         assert refused_now == 0
         newcomers[0].name("Late")
+        witness.check()
+    finally:
+        for peer in kept:
+            peer.close()
+
+
+@posix_only
+def test_open_files_soft_limit_is_raised_to_the_hard_limit(start_server):
+    server = start_server(
+        preexec_fn=low_open_files_limit(64, hard_limit=1024))
+    witness = Witness(server.port)
+    kept, refused = connect_many(server.port, 100)
+    try:
+        assert (len(kept), refused) == (100, 0)
         witness.check()
     finally:
         for peer in kept:
