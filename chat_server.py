@@ -500,6 +500,10 @@ class ChatServer:
         """Tell every client the server is going, and give the notices a
         moment to leave."""
         log.info("shutting down")
+        # Only writes matter now: a new connection or another signal must
+        # not make the flush loop below spin.
+        self.selector.unregister(self.listener)
+        self.selector.unregister(self._wakeup_reader)
         for connection in list(self.connections):
             if not connection.closing:
                 self._queue(connection, SHUTDOWN_NOTICE)
@@ -510,9 +514,7 @@ class ChatServer:
         while self.connections and time.monotonic() < deadline:
             for key, mask in self.selector.select(
                     deadline - time.monotonic()):
-                if isinstance(key.data, Connection) and (
-                        mask & selectors.EVENT_WRITE):
-                    self._write(key.data)
+                self._write(key.data)
 
 
 def describe(error):

@@ -4,6 +4,7 @@ must get correct replies before, during and after it; the server must still
 be running at the end."""
 
 import random
+import signal
 import socket
 import sys
 import time
@@ -193,6 +194,34 @@ def test_open_files_soft_limit_is_raised_to_the_hard_limit(start_server):
     finally:
         for peer in kept:
             peer.close()
+
+
+@posix_only
+def test_shutdown_flush_does_not_spin_on_new_connections():
+    """While the server gives a slow client its last second, connection
+    attempts must not turn the wait into a busy loop."""
+    server = ServerProcess("--max-outbox", "100000000")
+    peers = []
+    try:
+        stuck = Peer(server.port).name("Stuck")
+        flooder = Peer(server.port).name("Flood")
+        peers += [stuck, flooder]
+        flood = protocol.encode("MSG Stuck " + "f" * 9980)
+        for _ in range(1000):  # about 10 MB: more than the kernel holds
+            flooder.send_raw(flood)
+        assert flooder.request("GET_NAMES") == "Stuck Flood"
+        server.process.send_signal(signal.SIGINT)
+        assert wait_for(lambda: "shutting down" in server.log())
+        peers += [Peer(server.port) for _ in range(3)]
+        before = cpu_seconds(server.pid)
+        time.sleep(0.5)
+        assert cpu_seconds(server.pid) - before < 0.2
+        assert server.process.wait(5) == 0
+        assert "Traceback" not in server.log()
+    finally:
+        for peer in peers:
+            peer.close()
+        server.cleanup()
 
 
 def test_client_that_stops_reading_is_dropped(start_server):
