@@ -314,7 +314,7 @@ class ChatClient:
     def _send(self, data):
         self.sock.sendall(data)
         if self.show_frames:
-            self._print(f"Frame sent: {safe_text(data.decode('utf-8'))}")
+            self._show_frame("sent", data)
 
     def _leave(self):
         """Send EXIT and wait briefly for the server's EXIT frame or the
@@ -332,7 +332,8 @@ class ChatClient:
                 for payload in payloads:
                     if payload == protocol.COMMAND_EXIT.encode():
                         if self.show_frames:
-                            self._show_frame("received", payload)
+                            self._show_frame("received",
+                                             protocol.frame(payload))
                         return 0
                     self._show_received(payload)
         except OSError:
@@ -356,12 +357,12 @@ class ChatClient:
 
     def _show_received(self, payload):
         if self.show_frames:
-            self._show_frame("received", payload)
+            self._show_frame("received", protocol.frame(payload))
         self._print(f"Server sent: {safe_text(protocol.decode(payload))}")
 
-    def _show_frame(self, direction, payload):
-        frame = protocol.decode(protocol.frame(payload))
-        self._print(f"Frame {direction}: {safe_text(frame)}")
+    def _show_frame(self, direction, frame):
+        """With --show-frames: a frame's bytes, length field included."""
+        self._print(f"Frame {direction}: {safe_text(protocol.decode(frame))}")
 
     def _print(self, line):
         self.output.write(line + "\n")

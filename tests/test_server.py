@@ -224,11 +224,10 @@ def test_client_that_never_reads_does_not_delay_the_others(connect):
     # outbox limit, so the server must queue it and carry on.
     for _ in range(64):
         flooder.send(message)
-    started = time.monotonic()
+    # A server blocked on Stuck would never answer: receive() times out.
     for number in range(20):
         talker.send(f"MSG Listen {number}")
         assert listener.receive() == f"Talk sent {number}"
-    assert time.monotonic() - started < 2
     assert flooder.request("GET_NAMES") == "Stuck Flood Talk Listen"
 
 
