@@ -391,9 +391,9 @@ def main(argv=None):
     try:
         sock = socket.create_connection(address, timeout=10)
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
         print(f"Cannot connect to {arguments.host}:{arguments.port} "
-              f"({reason}): is the server running?", file=sys.stderr)
+              f"({protocol.describe_error(error)}): is the server running?",
+              file=sys.stderr)
         return 1
     sock.settimeout(None)
     print("Pls enter commands\n", flush=True)

@@ -11,6 +11,9 @@ helpers built on them.  Command parsing and name rules live here too, so the
 server and the client agree on them.
 """
 
+import errno
+import socket
+
 SERVER_IP = "127.0.0.1"
 SERVER_PORT = 8820
 LENGTH_FIELD_SIZE = 4
@@ -224,3 +227,49 @@ def split_names(names, limit=MAX_MSG_LENGTH):
         current.append(name)
     payloads.append(" ".join(current))
     return payloads
+
+
+def _codes(module, table):
+    """{code: words} for every (words, names) pair of ``table``, for the
+    names that ``module`` defines on this system."""
+    return {getattr(module, name): words for words, names in table
+            for name in names if hasattr(module, name)}
+
+
+# Socket errors in words that read the same on every system: os.strerror()
+# knows neither Windows socket codes (10061) nor getaddrinfo's (-2).
+_ERROR_WORDS = _codes(errno, [
+    ("connection refused", ["ECONNREFUSED", "WSAECONNREFUSED"]),
+    ("address already in use", ["EADDRINUSE", "WSAEADDRINUSE"]),
+    ("that address is not one of this machine's",
+     ["EADDRNOTAVAIL", "WSAEADDRNOTAVAIL"]),
+    ("permission denied", ["EACCES", "WSAEACCES"]),
+    ("connection reset", ["ECONNRESET", "WSAECONNRESET"]),
+    ("connection aborted", ["ECONNABORTED", "WSAECONNABORTED"]),
+    ("connection closed", ["EPIPE", "ESHUTDOWN", "WSAESHUTDOWN"]),
+    ("timed out", ["ETIMEDOUT", "WSAETIMEDOUT"]),
+    ("host unreachable", ["EHOSTUNREACH", "WSAEHOSTUNREACH"]),
+    ("network unreachable", ["ENETUNREACH", "WSAENETUNREACH"]),
+    ("address family not supported", ["EAFNOSUPPORT", "WSAEAFNOSUPPORT"]),
+    ("too many open files", ["EMFILE", "WSAEMFILE"]),
+])
+_LOOKUP_ERROR_WORDS = _codes(socket, [
+    ("no such host", ["EAI_NONAME", "EAI_NODATA"]),
+    ("the host name could not be looked up", ["EAI_AGAIN", "EAI_FAIL"]),
+    ("that host has no address of this kind",
+     ["EAI_ADDRFAMILY", "EAI_FAMILY"]),
+])
+
+
+def describe_error(error):
+    """An OSError in a few words that mean the same on every system:
+    "connection refused", "no such host", "address already in use"."""
+    if isinstance(error, socket.gaierror):
+        return _LOOKUP_ERROR_WORDS.get(
+            error.errno, "the host name could not be looked up")
+    if isinstance(error, socket.timeout):
+        return "timed out"
+    words = _ERROR_WORDS.get(error.errno)
+    if words is None:
+        words = error.strerror or str(error) or type(error).__name__
+    return words

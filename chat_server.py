@@ -35,6 +35,9 @@ CLOSE_GRACE = 5.0
 SHUTDOWN_FLUSH_SECONDS = 1.0
 SHUTDOWN_NOTICE = "SERVER: the server is shutting down"
 SERVER_FULL = "ERROR: server full"
+# select() on Windows is not interrupted by Ctrl+C, and Python runs the
+# signal handler only when it returns: wake up this often to let it run.
+IDLE_TIMEOUT = 0.5 if sys.platform == "win32" else None
 
 COMMAND_LIST = ", ".join(protocol.COMMAND_USAGE.values())
 
@@ -87,6 +90,19 @@ def raise_open_files_limit():
     return soft
 
 
+def listen(host, port):
+    """A listening socket on ``host``:``port``, IPv4 or IPv6 as the host
+    name says; "::" also takes IPv4 where the system allows.  Raises
+    OSError (socket.gaierror for a host name that cannot be looked up)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                flags=socket.AI_PASSIVE)[0][0]
+    dual_stack = (family == socket.AF_INET6
+                  and socket.has_dualstack_ipv6())
+    return socket.create_server((host, port), family=family,
+                                backlog=socket.SOMAXCONN,
+                                dualstack_ipv6=dual_stack)
+
+
 def default_max_clients(open_files_limit):
     """How many clients fit within the open-files limit."""
     if sys.platform == "win32":
@@ -110,8 +126,7 @@ class ChatServer:
         self.max_clients = max_clients
         self.max_outbox = max_outbox
         self.frame_timeout = frame_timeout
-        self.listener = socket.create_server(
-            (host, port), backlog=socket.SOMAXCONN)
+        self.listener = listen(host, port)
         self.listener.setblocking(False)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ, None)
@@ -152,7 +167,7 @@ class ChatServer:
         select = self.selector.select
         try:
             while self._running:
-                timeout = 1.0 if self._timed else None
+                timeout = 1.0 if self._timed else IDLE_TIMEOUT
                 for key, mask in select(timeout):
                     connection = key.data
                     if connection is None:
@@ -517,11 +532,6 @@ class ChatServer:
                 self._write(key.data)
 
 
-def describe(error):
-    """An OSError in a few words: "Address already in use"."""
-    return os.strerror(error.errno) if error.errno else str(error)
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="A multi-user chat server (see README.md).")
@@ -564,7 +574,8 @@ def main(argv=None):
                             frame_timeout=arguments.frame_timeout)
     except OSError as error:
         print(f"chat_server: cannot listen on {arguments.host}:"
-              f"{arguments.port}: {describe(error)}", file=sys.stderr)
+              f"{arguments.port}: {protocol.describe_error(error)}",
+              file=sys.stderr)
         return 1
     log.debug("open-files limit %s, at most %d clients", open_files,
               max_clients)

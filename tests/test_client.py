@@ -187,7 +187,7 @@ def test_no_server_at_start():
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == (
-        f"Cannot connect to 127.0.0.1:{port} (Connection refused): "
+        f"Cannot connect to 127.0.0.1:{port} (connection refused): "
         "is the server running?\n")
 
 

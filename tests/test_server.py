@@ -267,7 +267,7 @@ def test_port_in_use_is_one_line_not_a_traceback(server):
     assert result.returncode == 1
     assert result.stderr == (
         f"chat_server: cannot listen on 127.0.0.1:{server.port}: "
-        "Address already in use\n")
+        "address already in use\n")
 
 
 def test_logs_connections_names_and_departures(server, connect):
