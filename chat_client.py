@@ -20,13 +20,8 @@ import unicodedata
 
 import chat_protocol as protocol
 
-COMMANDS_HELP = """\
-commands:
-  NAME <name>           take a name (1 to 20 letters, digits, '_' or '-')
-  GET_NAMES             list the names of everyone connected
-  MSG <name> <message>  send <message> to <name>
-  EXIT                  leave (Ctrl+C does the same)
-
+COMMANDS_HELP = "commands:\n" + "".join(
+    f"  {line}\n" for line in protocol.help_lines()) + """
 keys: Backspace erases, Enter sends the line; Ctrl+D on an empty line
 leaves (Linux and macOS). Exit status: 0 after EXIT, Ctrl+C or the end of
 piped input; 1 if the server cannot be reached or the connection is lost.

@@ -13,6 +13,13 @@ server and the client agree on them.
 
 import errno
 import socket
+import sys
+
+# Checked before anything else can fail on an older Python (this module
+# keeps to syntax that Python 3.6 can read, so that this line is reached).
+if sys.version_info < (3, 8):
+    sys.exit("This chat needs Python 3.8 or newer; this is Python "
+             + sys.version.split()[0] + ".")
 
 SERVER_IP = "127.0.0.1"
 SERVER_PORT = 8820
@@ -23,13 +30,32 @@ ENCODING = "utf-8"
 COMMAND_NAME = "NAME"
 COMMAND_GET_NAMES = "GET_NAMES"
 COMMAND_MSG = "MSG"
+COMMAND_BROADCAST = "BROADCAST"
+COMMAND_HISTORY = "HISTORY"
+COMMAND_HELP = "HELP"
 COMMAND_EXIT = "EXIT"
-COMMAND_USAGE = {
-    COMMAND_NAME: "NAME <name>",
-    COMMAND_GET_NAMES: "GET_NAMES",
-    COMMAND_MSG: "MSG <name> <message>",
-    COMMAND_EXIT: "EXIT",
+# Every command: its usage and what it does.  The server's HELP, the
+# client's --help and the README's table are all this one list.
+COMMANDS = {
+    COMMAND_NAME: ("NAME <name>", "take a name, or change yours"),
+    COMMAND_GET_NAMES: ("GET_NAMES", "list the names of everyone here"),
+    COMMAND_MSG: ("MSG <name> <message>", "send <message> to <name> only"),
+    COMMAND_BROADCAST: ("BROADCAST <message>",
+                        "send <message> to everyone else"),
+    COMMAND_HISTORY: ("HISTORY [n]", "show the last n broadcasts (20)"),
+    COMMAND_HELP: ("HELP [command]", "list the commands, or show one"),
+    COMMAND_EXIT: ("EXIT", "leave the chat"),
 }
+COMMAND_USAGE = {word: usage for word, (usage, _) in COMMANDS.items()}
+
+
+def help_lines(words=None):
+    """One line per command (of ``words``, or all): usage, then what it
+    does, in aligned columns."""
+    width = max(len(usage) for usage, _ in COMMANDS.values())
+    return [f"{COMMANDS[word][0]:<{width}}  {COMMANDS[word][1]}"
+            for word in (words or COMMANDS)]
+
 
 MAX_NAME_LENGTH = 20
 NAME_RULE = "a name is 1 to 20 letters, digits, '_' or '-'"

@@ -39,7 +39,8 @@ SERVER_FULL = "ERROR: server full"
 # signal handler only when it returns: wake up this often to let it run.
 IDLE_TIMEOUT = 0.5 if sys.platform == "win32" else None
 
-COMMAND_LIST = ", ".join(protocol.COMMAND_USAGE.values())
+COMMAND_LIST = ", ".join(protocol.COMMAND_USAGE[word] for word in (
+    "NAME", "GET_NAMES", "MSG", "EXIT"))
 
 
 class Connection:
