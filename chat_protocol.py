@@ -1,19 +1,26 @@
-"""The chat's wire protocol, shared by the server and the client.
+"""The chat's wire protocol, shared by the server and its clients.
 
 Every message, in both directions, is one frame: the payload's length in
 bytes as exactly four ASCII digits, then the payload, UTF-8 text of at most
 9999 bytes.  ``NAME A`` travels as ``b"0006NAME A"``.
 
-The framing itself is "sans-I/O": ``encode`` builds a frame and
-``FrameDecoder`` is fed bytes however they arrive and hands back whole
-payloads.  ``send_message`` and ``receive_message`` are thin blocking
-helpers built on them.  Command parsing and name rules live here too, so the
-server and the client agree on them.
+Many course templates use a 2-digit length field instead (``06NAME A``).
+In that dialect a client's length field counts the characters of its text
+(the templates send ``len(text)``), and a server's frames carry at most 99
+bytes, their length field counting bytes (the templates' clients read them
+with ``recv(length)``), so a longer reply is split into several frames.
+
+The framing itself is "sans-I/O": ``encode`` and ``reply_frames`` build
+frames and ``FrameDecoder`` is fed bytes however they arrive and hands back
+whole payloads.  ``send_message`` and ``receive_message`` are thin blocking
+helpers built on them.  Command parsing and name rules live here too, so
+every program agrees on them.
 """
 
 import errno
 import socket
 import sys
+import unicodedata
 
 # Checked before anything else can fail on an older Python (this module
 # keeps to syntax that Python 3.6 can read, so that this line is reached).
@@ -26,6 +33,11 @@ SERVER_PORT = 8820
 LENGTH_FIELD_SIZE = 4
 MAX_MSG_LENGTH = 9999
 ENCODING = "utf-8"
+# The course templates' dialect: a 2-digit length field.
+SHORT_LENGTH_FIELD_SIZE = 2
+MAX_SHORT_MSG_LENGTH = 99
+# A decoder's length field: 4, 2, or told apart frame by frame.
+AUTO = "auto"
 
 COMMAND_NAME = "NAME"
 COMMAND_GET_NAMES = "GET_NAMES"
@@ -81,6 +93,15 @@ class MessageTooLongError(ValueError):
     """A payload does not fit in one frame."""
 
 
+# Length fields read and written through tables: a dictionary lookup both
+# checks that a 4-byte header is four ASCII digits and gives its value.
+_HEADERS = [b"%04d" % length for length in range(MAX_MSG_LENGTH + 1)]
+_HEADER_LENGTHS = {header: length for length, header in enumerate(_HEADERS)}
+_SHORT_HEADERS = [b"%02d" % length
+                  for length in range(MAX_SHORT_MSG_LENGTH + 1)]
+_DIGITS = frozenset(b"0123456789")
+
+
 def frame(payload):
     """Return the frame carrying ``payload`` (bytes).
 
@@ -90,17 +111,70 @@ def frame(payload):
         raise MessageTooLongError(
             f"a message is at most {MAX_MSG_LENGTH} bytes, "
             f"this one is {len(payload)}")
-    return b"%04d" % len(payload) + payload
+    return _HEADERS[len(payload)] + payload
 
 
-def encode(text):
-    """Return the frame carrying ``text``, encoded as UTF-8."""
-    return frame(text.encode(ENCODING))
+def encode(text, length_field=LENGTH_FIELD_SIZE):
+    """Return the frame a client sends to carry ``text``.
+
+    With a 2-digit length field the length counts characters, as the course
+    templates' clients count it.  Raises MessageTooLongError if the text
+    does not fit in one frame.
+    """
+    if length_field == LENGTH_FIELD_SIZE:
+        return frame(text.encode(ENCODING))
+    if len(text) > MAX_SHORT_MSG_LENGTH:
+        raise MessageTooLongError(
+            f"a message is at most {MAX_SHORT_MSG_LENGTH} characters with "
+            f"2-digit length fields, this one is {len(text)}")
+    return _SHORT_HEADERS[len(text)] + text.encode(ENCODING)
+
+
+def reply_frames(payload, length_field=LENGTH_FIELD_SIZE):
+    """Return the frames a server sends to carry ``payload`` (UTF-8 bytes)
+    to a client that reads ``length_field`` digits.
+
+    With 2 digits, a payload over 99 bytes is split between characters into
+    several frames of at most 99 bytes each.
+    """
+    if length_field == LENGTH_FIELD_SIZE:
+        return frame(payload)
+    frames = []
+    start = 0
+    while True:
+        stop = start + MAX_SHORT_MSG_LENGTH
+        if stop >= len(payload):
+            stop = len(payload)
+        else:
+            while payload[stop] & 0xC0 == 0x80:  # not inside a character
+                stop -= 1
+        frames.append(_SHORT_HEADERS[stop - start] + payload[start:stop])
+        if stop == len(payload):
+            return b"".join(frames)
+        start = stop
 
 
 def decode(payload):
     """Return the text of a payload; invalid UTF-8 becomes U+FFFD."""
     return payload.decode(ENCODING, errors="replace")
+
+
+def _end_of_characters(data, start, count):
+    """Where ``count`` UTF-8 characters that begin at ``start`` end, judged
+    by their lead bytes; may be beyond len(data) if they are not all there.
+    (Invalid UTF-8 ends somewhere too, and is refused once decoded.)"""
+    stop = start + count
+    if stop <= len(data) and data[start:stop].isascii():
+        return stop
+    position = start
+    for _ in range(count):
+        if position >= len(data):
+            return position + count  # a lower bound: one byte a character
+        lead = data[position]
+        position += (1 if lead < 0xC0 else 2 if lead < 0xE0
+                     else 3 if lead < 0xF0 else 4)
+        count -= 1
+    return position
 
 
 class FrameDecoder:
@@ -110,12 +184,30 @@ class FrameDecoder:
     ``data``, in order, and keeps any incomplete frame for the next call.
     Each byte is copied a bounded number of times, however the stream is
     split, so the work is proportional to the bytes received.
+
+    ``length_field`` is 4, 2 or AUTO.  With AUTO each frame's first bytes
+    tell its kind: four digits begin a 4-digit frame; two digits and then a
+    non-digit, or three digits and then a non-digit, a 2-digit frame (the
+    first digit after the length field, if any, begins the text).  After a
+    2-digit frame, every later frame is read as 2-digit.  ``width`` is the
+    length field the peer has shown: 4 until it sends a 2-digit frame.
+
+    A 2-digit length counts characters in what a client sends and bytes in
+    what a server sends: ``from_server=True`` for a client's decoder.
     """
 
-    def __init__(self):
+    def __init__(self, length_field=LENGTH_FIELD_SIZE, from_server=False):
+        if length_field not in (LENGTH_FIELD_SIZE, SHORT_LENGTH_FIELD_SIZE,
+                                AUTO):
+            raise ValueError(f"length_field must be 4, 2 or {AUTO!r}")
         self._pending = bytearray()
         # How many pending bytes are needed before a frame can complete.
-        self._wanted = LENGTH_FIELD_SIZE
+        self._wanted = 1
+        self._auto = length_field == AUTO
+        self._counts_characters = not from_server
+        self.width = (SHORT_LENGTH_FIELD_SIZE
+                      if length_field == SHORT_LENGTH_FIELD_SIZE
+                      else LENGTH_FIELD_SIZE)
 
     @property
     def pending(self):
@@ -125,7 +217,7 @@ class FrameDecoder:
     def feed(self, data):
         """Add ``data``; return the list of payloads it completes.
 
-        Raises ProtocolError on a length field that is not four ASCII digits;
+        Raises ProtocolError on a length field that is not made of digits;
         the decoder must not be used after that.
         """
         pending = self._pending
@@ -138,32 +230,71 @@ class FrameDecoder:
         payloads = []
         position = 0
         end = len(data)
-        while end - position >= LENGTH_FIELD_SIZE:
-            header = data[position:position + LENGTH_FIELD_SIZE]
-            # bytes.isdigit() is true for ASCII digits only; int() alone
-            # would also accept " 12", "+12" and "1_2".
-            if not header.isdigit():
-                raise ProtocolError(
-                    f"bad length field {bytes(header)!r}: a frame starts "
-                    f"with {LENGTH_FIELD_SIZE} digits giving the "
-                    "payload's length")
-            start = position + LENGTH_FIELD_SIZE
-            stop = start + int(header)
+        lengths = _HEADER_LENGTHS
+        width = self.width
+        while position < end:
+            if width == LENGTH_FIELD_SIZE:
+                length = lengths.get(data[position:position + 4])
+                if length is not None:
+                    stop = position + 4 + length
+                    if stop > end:
+                        break
+                    payloads.append(data[position + 4:stop])
+                    position = stop
+                    continue
+                if not self._auto:
+                    if end - position < 4:
+                        stop = position + 4
+                        break
+                    raise self._bad_length_field(data[position:position + 4])
+            start = self._short_header(data, position)
+            width = self.width
+            if start is None:
+                stop = end + 1  # one more byte may tell
+                break
+            length = int(data[position:start])
+            if self._counts_characters:
+                stop = _end_of_characters(data, start, length)
+            else:
+                stop = start + length
             if stop > end:
-                self._wanted = stop - position
                 break
             payloads.append(data[start:stop])
             position = stop
         else:
-            self._wanted = LENGTH_FIELD_SIZE
+            stop = end + 1
+        self._wanted = stop - position
         if position < end:
             pending += data[position:]
         return payloads
 
+    def _short_header(self, data, position):
+        """Where the text of the 2-digit frame at ``position`` starts, or
+        None if more bytes must come to tell; with AUTO, the first such
+        frame makes the decoder read 2-digit frames from then on."""
+        header = data[position:position + 4]
+        digits = 0
+        while digits < len(header) and header[digits] in _DIGITS:
+            digits += 1
+        if digits < SHORT_LENGTH_FIELD_SIZE:
+            if digits < len(header):
+                raise self._bad_length_field(header)
+            return None
+        if self.width != SHORT_LENGTH_FIELD_SIZE:
+            if digits == len(header):  # only digits so far: cannot tell
+                return None
+            self.width = SHORT_LENGTH_FIELD_SIZE
+        return position + SHORT_LENGTH_FIELD_SIZE
 
-def send_message(sock, text):
+    def _bad_length_field(self, header):
+        expected = "2 or 4" if self._auto else str(self.width)
+        return ProtocolError(
+            f"bad length field {bytes(header)!r}: not {expected} digits")
+
+
+def send_message(sock, text, length_field=LENGTH_FIELD_SIZE):
     """Send ``text`` as one frame on a blocking socket."""
-    sock.sendall(encode(text))
+    sock.sendall(encode(text, length_field))
 
 
 def _receive_exactly(sock, size):
@@ -179,48 +310,95 @@ def _receive_exactly(sock, size):
     return b"".join(chunks)
 
 
-def receive_frame(sock):
-    """Read one frame from a blocking socket and return its payload (bytes).
+def receive_frame(sock, length_field=LENGTH_FIELD_SIZE):
+    """Read one frame that a server sent from a blocking socket and return
+    its payload (bytes).
 
     Returns None if the peer closed the connection between frames.  Raises
     IncompleteFrameError if it closed part-way through one, ProtocolError on
     a bad length field, and OSError (such as ConnectionResetError) as the
     socket does.
     """
-    header = _receive_exactly(sock, LENGTH_FIELD_SIZE)
+    header = _receive_exactly(sock, length_field)
     if not header:
         return None
-    if len(header) < LENGTH_FIELD_SIZE:
-        raise IncompleteFrameError(header, LENGTH_FIELD_SIZE)
+    if len(header) < length_field:
+        raise IncompleteFrameError(header, length_field)
     if not header.isdigit():
         raise ProtocolError(f"bad length field {header!r}")
     length = int(header)
     payload = _receive_exactly(sock, length)
     if len(payload) < length:
-        raise IncompleteFrameError(
-            header + payload, LENGTH_FIELD_SIZE + length)
+        raise IncompleteFrameError(header + payload, length_field + length)
     return payload
 
 
-def receive_message(sock):
-    """Read one frame from a blocking socket and return its text.
+def receive_message(sock, length_field=LENGTH_FIELD_SIZE):
+    """Read one frame that a server sent from a blocking socket and return
+    its text.
 
     Returns None if the peer closed between frames; raises as receive_frame.
     """
-    payload = receive_frame(sock)
+    payload = receive_frame(sock, length_field)
     return None if payload is None else decode(payload)
 
 
+# Scripts that one name may mix: Japanese writes Han (CJK), Hiragana and
+# Katakana together, Korean Hangul and Han.
+_SCRIPT_FAMILIES = (frozenset({"CJK", "HIRAGANA", "KATAKANA"}),
+                    frozenset({"CJK", "HANGUL"}))
+
+
+def _script(letter):
+    """The script of a letter, from its Unicode name: "LATIN", "CYRILLIC",
+    "CJK" (Han), "KATAKANA" (also for KATAKANA-HIRAGANA ...)."""
+    return unicodedata.name(letter, "").split(" ", 1)[0].split("-", 1)[0]
+
+
+def name_problem(name):
+    """Why ``name`` cannot be a client's name, or None if it can.
+
+    A name is 1 to 20 letters of one alphabet, digits, '_' or '-', with
+    at least one letter or digit; the marks a script writes on its letters
+    (Hindi's vowel signs, Hebrew's points) are part of the letters.  The
+    check is made on the name's NFKC form, under which names are compared.
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        return f"a name is at most {MAX_NAME_LENGTH} characters"
+    scripts = set()
+    has_letter_or_digit = after_letter_or_digit = False
+    for char in unicodedata.normalize("NFKC", name):
+        kind = unicodedata.category(char)
+        if kind[0] == "L" or kind == "Nd":
+            if kind[0] == "L":
+                scripts.add(_script(char))
+            has_letter_or_digit = after_letter_or_digit = True
+        elif kind[0] == "M" and after_letter_or_digit:
+            pass  # a mark on the letter before it
+        elif char in _NAME_PUNCTUATION:
+            after_letter_or_digit = False
+        else:
+            return NAME_RULE
+    if not has_letter_or_digit:
+        return "a name needs at least one letter or digit"
+    if len(scripts) > 1 and not any(scripts <= family
+                                    for family in _SCRIPT_FAMILIES):
+        names = sorted("Han" if script == "CJK" else script.title()
+                       for script in scripts)
+        return f"it mixes {', '.join(names[:-1])} and {names[-1]} letters"
+    return None
+
+
 def is_valid_name(name):
-    """Whether ``name`` may be a client's name (see NAME_RULE)."""
-    return 0 < len(name) <= MAX_NAME_LENGTH and all(
-        char.isalpha() or char.isdecimal() or char in _NAME_PUNCTUATION
-        for char in name)
+    """Whether ``name`` may be a client's name (see name_problem)."""
+    return name_problem(name) is None
 
 
-# The form under which names are compared, so that "Bob" and "bob" clash.
-# A C method rather than a Python function: the server calls it per message.
-name_key = str.casefold
+def name_key(name):
+    """The form under which names are compared, so that "Bob", "bob" and
+    the full-width "Ｂｏｂ" clash: NFKC, case-folded."""
+    return unicodedata.normalize(
+        "NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def parse_command(text):

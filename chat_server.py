@@ -1,17 +1,18 @@
 """A multi-user chat server: one thread, one selectors loop.
 
-    python chat_server.py [--host H] [--port P] [-v]
+    python chat_server.py [--host H] [--port P] [--length-field auto|2|4]
+                          [--history FILE | --no-history] [-v]
 
-Clients send NAME, GET_NAMES, MSG and EXIT in the frames of chat_protocol.
-Every socket is non-blocking; replies are queued in the connection's outbox
-and written when the socket can take them, so a slow client never holds up
-the others.  Nothing a client sends can stop the loop: the worst it can do
-is get its own connection closed.
+Clients send NAME, GET_NAMES, MSG, BROADCAST, HISTORY, HELP and EXIT in the
+frames of chat_protocol, with 4-digit or 2-digit length fields.  Every
+socket is non-blocking; replies are queued in the connection's outbox and
+written when the socket can take them, so a slow client never holds up the
+others.  Nothing a client sends can stop the loop: the worst it can do is
+get its own connection closed.
 """
 
 import argparse
 import errno
-import logging
 import os
 import selectors
 import signal
@@ -20,42 +21,114 @@ import sys
 import time
 
 import chat_protocol as protocol
-
-log = logging.getLogger("chat_server")
+from chat_history import HistoryError, HistoryStore
 
 RECEIVE_SIZE = 65536
 DEFAULT_MAX_OUTBOX = 1024 * 1024
 DEFAULT_FRAME_TIMEOUT = 30.0
 # File descriptors kept for the listener, the selector, the standard
-# streams, the wake-up pair, the spare descriptor and the logging handlers.
+# streams, the wake-up pair, the spare descriptor and the history file.
 RESERVED_FDS = 16
 # CPython builds select() on Windows for at most 512 sockets.
 WINDOWS_MAX_CLIENTS = 500
 CLOSE_GRACE = 5.0
 SHUTDOWN_FLUSH_SECONDS = 1.0
-SHUTDOWN_NOTICE = "SERVER: the server is shutting down"
-SERVER_FULL = "ERROR: server full"
 # select() on Windows is not interrupted by Ctrl+C, and Python runs the
 # signal handler only when it returns: wake up this often to let it run.
 IDLE_TIMEOUT = 0.5 if sys.platform == "win32" else None
+# The log shows at most this many lines a second (a flood is counted, not
+# shown, so that the log never slows the chat); -v shows every line.
+LOG_LINES_PER_SECOND = 200
+DEFAULT_HISTORY_FILE = "chat_history.sqlite3"
+DEFAULT_HISTORY_LIMIT = 10000
+HISTORY_DEFAULT_COUNT = 20
+HISTORY_MAX_COUNT = 100
+# What a history line adds before "<sender> sent to everyone: ...".
+HISTORY_PREFIX = "[History] YYYY-MM-DD HH:MM "
 
-COMMAND_LIST = ", ".join(protocol.COMMAND_USAGE[word] for word in (
-    "NAME", "GET_NAMES", "MSG", "EXIT"))
+SHUTDOWN_NOTICE = "SERVER: the server is shutting down"
+SERVER_FULL = "ERROR: server full"
+EXIT_REPLY = protocol.COMMAND_EXIT.encode()
+
+
+def format_address(host, port):
+    """``host:port``, with an IPv6 host in brackets: ``[::1]:8820``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class EventLog:
+    """The server's log for the teacher: one time-stamped line per event.
+
+    Lines are collected during a loop turn and written together at its end
+    (``flush``), so a burst of events costs one write, not one each.  A
+    stream that fails (a closed terminal, a full disk) loses the log, never
+    the chat.  Lines about single messages (``per_message``) are shown up
+    to ``per_second`` a second (None: all); beyond that they are counted,
+    and the count is logged when the second is over.
+    """
+
+    def __init__(self, stream, per_second=LOG_LINES_PER_SECOND):
+        self.stream = stream
+        self.per_second = per_second
+        self._lines = []
+        self._second = None
+        self._stamp = ""
+        self._room = 0
+        self.held_back = 0
+
+    def tick(self, now):
+        """Start a loop turn at ``now`` (time.time()): the lines logged
+        during the turn carry its time."""
+        second = int(now)
+        if second == self._second:
+            return
+        if self.held_back:
+            self._lines.append(
+                f"{self._stamp} ({self.held_back} more lines about messages "
+                "in that second not shown; -v shows them all)\n")
+            self.held_back = 0
+        self._second = second
+        self._stamp = time.strftime("%H:%M:%S", time.localtime(second))
+        self._room = sys.maxsize if self.per_second is None else (
+            self.per_second)
+
+    def __call__(self, text):
+        self._lines.append(f"{self._stamp} {text}\n")
+
+    def per_message(self, text):
+        """Log a line about one message, if this second has room for it."""
+        if self._room:
+            self._room -= 1
+            self._lines.append(f"{self._stamp} {text}\n")
+        else:
+            self.held_back += 1
+
+    def flush(self):
+        """Write the lines logged so far."""
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines.clear()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # no log is better than no chat
 
 
 class Connection:
     """One client: its socket, its name and its two buffers."""
 
-    __slots__ = ("sock", "address", "name", "sent_prefix", "decoder", "outbox",
-                 "waiting_to_write", "closing", "closed", "deadline")
+    __slots__ = ("sock", "address", "name", "sent_prefix", "decoder",
+                 "outbox", "waiting_to_write", "closing", "closed",
+                 "deadline")
 
-    def __init__(self, sock, address):
+    def __init__(self, sock, address, length_field):
         self.sock = sock
-        self.address = address
+        self.address = format_address(*address[:2])
         self.name = None
         # What a message from this client starts with: b"<name> sent ".
         self.sent_prefix = b""
-        self.decoder = protocol.FrameDecoder()
+        self.decoder = protocol.FrameDecoder(length_field)
         self.outbox = bytearray()
         self.waiting_to_write = False
         self.closing = False
@@ -65,8 +138,7 @@ class Connection:
         self.deadline = None
 
     def __str__(self):
-        host, port = self.address[:2]
-        return f"{host}:{port}" + (f" ({self.name})" if self.name else "")
+        return self.address + (f" ({self.name})" if self.name else "")
 
 
 def raise_open_files_limit():
@@ -123,10 +195,22 @@ class ChatServer:
 
     def __init__(self, host=protocol.SERVER_IP, port=protocol.SERVER_PORT,
                  max_clients=None, max_outbox=DEFAULT_MAX_OUTBOX,
-                 frame_timeout=DEFAULT_FRAME_TIMEOUT):
+                 frame_timeout=DEFAULT_FRAME_TIMEOUT,
+                 length_field=protocol.AUTO, history=None, log=None,
+                 verbose=False, fast_path=True):
         self.max_clients = max_clients
         self.max_outbox = max_outbox
         self.frame_timeout = frame_timeout
+        self.length_field = length_field
+        # A chat_history store for BROADCASTs, or None.
+        self.history = history
+        self.history_off_reason = (
+            "this server keeps no history" if history is None else None)
+        self.log = log or EventLog(sys.stderr)
+        self.verbose = verbose
+        # The fast path relays a plain MSG without the general path's
+        # decoding; -v logs every command's text, so it takes the general.
+        self.fast_path = fast_path and not verbose
         self.listener = listen(host, port)
         self.listener.setblocking(False)
         self.selector = selectors.DefaultSelector()
@@ -142,18 +226,24 @@ class ChatServer:
         self.connections = set()
         # Name key -> connection, in the order the names were set.
         self.clients_by_name = {}
+        # A name exactly as registered (UTF-8) -> connection: the fast path.
+        self.clients_by_spelling = {}
         # Connections with queued output not yet tried this loop turn.
         self._unflushed = []
         # Connections with a deadline (see Connection.deadline).
         self._timed = set()
         self._running = True
-        self.trace = log.isEnabledFor(logging.DEBUG)
         self.handlers = {
             protocol.COMMAND_NAME: self.handle_name,
             protocol.COMMAND_GET_NAMES: self.handle_get_names,
             protocol.COMMAND_MSG: self.handle_msg,
+            protocol.COMMAND_BROADCAST: self.handle_broadcast,
+            protocol.COMMAND_HISTORY: self.handle_history,
+            protocol.COMMAND_HELP: self.handle_help,
             protocol.COMMAND_EXIT: self.handle_exit,
         }
+        self.log.tick(time.time())
+        self.log("listening on " + format_address(*self.address))
 
     @property
     def address(self):
@@ -164,12 +254,16 @@ class ChatServer:
 
     def serve_forever(self):
         """Serve until shutdown(); then notify and close every client."""
-        log.info("listening on %s:%d", *self.address)
+        log = self.log
+        log.flush()
         select = self.selector.select
         try:
             while self._running:
-                timeout = 1.0 if self._timed else IDLE_TIMEOUT
-                for key, mask in select(timeout):
+                timeout = (1.0 if self._timed or log.held_back
+                           else IDLE_TIMEOUT)
+                events = select(timeout)
+                log.tick(time.time())
+                for key, mask in events:
                     connection = key.data
                     if connection is None:
                         self._accept()
@@ -185,9 +279,13 @@ class ChatServer:
                     self._flush()
                 if self._timed:
                     self._expire(time.monotonic())
+                if self.history is not None:
+                    self._commit_history()
+                log.flush()
             self._notify_shutdown()
         finally:
             self.close()
+            log.flush()
 
     def shutdown(self):
         """Ask serve_forever() to stop; safe from a thread or a signal."""
@@ -198,7 +296,7 @@ class ChatServer:
             pass  # already full or closed: the loop is waking anyway
 
     def close(self):
-        """Close every socket the server holds."""
+        """Close every socket the server holds, and the history."""
         for connection in list(self.connections):
             self._close(connection)
         for sock in (self.listener, self._wakeup_reader,
@@ -208,6 +306,10 @@ class ChatServer:
         if self._spare_fd is not None:
             os.close(self._spare_fd)
             self._spare_fd = None
+        if self.history is not None:
+            self._commit_history()
+            if self.history is not None:
+                self.history.close()
 
     def _drain_wakeup(self):
         try:
@@ -237,21 +339,23 @@ class ChatServer:
                     self._refuse_without_descriptors()
                     return
                 # ECONNABORTED and the like: that attempt is gone, go on.
-                log.warning("accept failed: %s", error)
+                self.log(f"accept failed: {protocol.describe_error(error)}")
                 continue
             if (self.max_clients is not None
                     and len(self.connections) >= self.max_clients):
                 self._refuse(sock, address, "server full")
                 continue
             sock.setblocking(False)
-            connection = Connection(sock, address)
+            # Small frames go out at once rather than wait for more.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = Connection(sock, address, self.length_field)
             self.connections.add(connection)
             self.selector.register(sock, selectors.EVENT_READ, connection)
-            log.info("%s connected", connection)
+            self.log(f"{connection} connected")
 
     def _refuse(self, sock, address, reason):
         """Tell a connection we cannot take it, and close it."""
-        log.warning("%s:%d refused: %s", address[0], address[1], reason)
+        self.log(f"{format_address(*address[:2])} refused: {reason}")
         try:
             sock.setblocking(False)
             sock.send(protocol.encode(SERVER_FULL))
@@ -265,7 +369,7 @@ class ChatServer:
         spin the loop."""
         if self._spare_fd is None:
             self._spare_fd = self._open_spare_fd()
-            log.error("out of file descriptors; cannot accept")
+            self.log("out of file descriptors; cannot accept")
             return
         os.close(self._spare_fd)
         self._spare_fd = None
@@ -283,20 +387,23 @@ class ChatServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:
-            self._drop(connection, f"connection error: {error}")
+            self._drop(connection, "connection error: "
+                       + protocol.describe_error(error))
             return
         if not data:
             self._drop(connection, "closed the connection")
             return
-        decoder = connection.decoder
         try:
-            payloads = decoder.feed(data)
+            payloads = connection.decoder.feed(data)
         except protocol.ProtocolError as error:
-            self._queue(connection, f"ERROR: {error}")
+            self._refuse_command(connection, f"ERROR: {error}")
             self._close_after_flush(connection, f"protocol error: {error}")
             return
+        fast_path = self.fast_path and connection.name is not None
         for payload in payloads:
-            self._dispatch(connection, payload)
+            if not (fast_path and payload[:4] == b"MSG "
+                    and self.relay_plain_msg(connection, payload)):
+                self._dispatch(connection, payload)
             if connection.closing or connection.closed:
                 return
         self._track_partial_frame(connection, bool(payloads))
@@ -325,20 +432,17 @@ class ChatServer:
         try:
             text = payload.decode(protocol.ENCODING)
         except UnicodeDecodeError:
-            self._queue(connection,
-                        "ERROR: the message is not valid UTF-8 text")
+            self._refuse_command(
+                connection, "ERROR: the message is not valid UTF-8 text")
             return
-        if self.trace:
-            log.debug("%s: %s", connection, text)
+        if self.verbose:
+            self.log(f"{connection}: {text}")
         command, argument = protocol.parse_command(text)
         handler = self.handlers.get(command)
         if handler is None:
-            if command:
-                self._queue(connection, "ERROR: unknown command; the "
-                            f"commands are {COMMAND_LIST}")
-            else:
-                self._queue(connection, "ERROR: empty command; the "
-                            f"commands are {COMMAND_LIST}")
+            what = "unknown" if command else "empty"
+            self._refuse_command(
+                connection, f"ERROR: {what} command; HELP lists the commands")
             return
         handler(connection, argument)
 
@@ -346,36 +450,47 @@ class ChatServer:
         """NAME <name>: take a free name, or change to one."""
         name = argument.strip()
         if not name:
-            self._queue(connection, "ERROR: missing name; usage: NAME <name>")
+            self._refuse_command(
+                connection, "ERROR: missing name; usage: NAME <name>")
             return
-        if not protocol.is_valid_name(name):
-            self._queue(connection, f"ERROR: invalid name: "
-                        f"{protocol.NAME_RULE}")
+        problem = protocol.name_problem(name)
+        if problem is not None:
+            self._refuse_command(connection, f"ERROR: invalid name: {problem}")
             return
         key = protocol.name_key(name)
         holder = self.clients_by_name.get(key)
         if holder is not None and holder is not connection:
-            self._queue(connection, f"ERROR: the name '{name}' is taken")
+            self._refuse_command(
+                connection, f"ERROR: the name '{name}' is taken")
             return
-        if connection.name is not None:
-            old_key = protocol.name_key(connection.name)
+        old_name = connection.name
+        if old_name is not None:
+            del self.clients_by_spelling[old_name.encode(protocol.ENCODING)]
+            old_key = protocol.name_key(old_name)
             if old_key != key:
                 del self.clients_by_name[old_key]
         connection.name = name
         connection.sent_prefix = f"{name} sent ".encode(protocol.ENCODING)
         self.clients_by_name[key] = connection
-        log.info("%s named", connection)
+        self.clients_by_spelling[name.encode(protocol.ENCODING)] = connection
+        if old_name is None:
+            self.log(f"{connection} named")
+        else:
+            self.log(f"{connection.address} ({old_name}) renamed to {name}")
         self._queue(connection, f"Hello {name}")
 
     def handle_get_names(self, connection, argument):
         """GET_NAMES: every name, in the order set, split between names
-        into frames of at most MAX_MSG_LENGTH bytes."""
+        into as many frames as the client's length field needs."""
         if argument.strip():
-            self._queue(connection,
-                        "ERROR: GET_NAMES takes nothing after it")
+            self._refuse_command(
+                connection, "ERROR: GET_NAMES takes nothing after it")
             return
         names = [client.name for client in self.clients_by_name.values()]
-        for payload in protocol.split_names(names):
+        limit = (protocol.MAX_MSG_LENGTH
+                 if connection.decoder.width == protocol.LENGTH_FIELD_SIZE
+                 else protocol.MAX_SHORT_MSG_LENGTH)
+        for payload in protocol.split_names(names, limit):
             self._queue(connection, payload)
 
     def handle_msg(self, connection, argument):
@@ -384,19 +499,48 @@ class ChatServer:
         recipient = self.clients_by_name.get(protocol.name_key(recipient_name))
         if (recipient is None or connection.name is None
                 or not message or message.isspace()):
-            self._queue(connection,
-                        self._msg_error(connection, recipient_name, message))
+            self._refuse_command(
+                connection, self._msg_error(connection, recipient_name,
+                                            message))
             return
         delivered = connection.sent_prefix + message.encode(protocol.ENCODING)
-        try:
-            data = protocol.frame(delivered)
-        except protocol.MessageTooLongError:
+        if len(delivered) > protocol.MAX_MSG_LENGTH:
             room = protocol.MAX_MSG_LENGTH - len(connection.sent_prefix)
-            self._queue(connection, f"ERROR: message too long: from "
-                        f"{connection.name} a message is at most {room} "
-                        "bytes of UTF-8")
+            self._refuse_command(connection, "ERROR: too long: your messages "
+                                 f"may be at most {room} bytes")
             return
-        self._queue_frame(recipient, data)
+        self._deliver(connection, recipient, delivered)
+
+    def relay_plain_msg(self, connection, payload):
+        """The fast path of handle_msg: relay the common MSG without
+        decoding it, or return False and leave it to the general path.
+
+        It takes only what it reproduces exactly: ASCII, so bytes are
+        characters and nothing needs checking as UTF-8; a recipient
+        spelled as registered, so the lookup is the general path's; a
+        message that starts with a character above space, so it is neither
+        empty nor all white space; a delivery that fits one frame, to a
+        client that reads 4-digit frames.  The sender has a name.
+        """
+        recipient_name, _, message = payload[4:].partition(b" ")
+        recipient = self.clients_by_spelling.get(recipient_name)
+        if (recipient is None or not message or message[0] <= 32
+                or recipient.decoder.width != protocol.LENGTH_FIELD_SIZE
+                or not payload.isascii()):
+            return False
+        delivered = connection.sent_prefix + message
+        if len(delivered) > protocol.MAX_MSG_LENGTH:
+            return False
+        self._deliver(connection, recipient, delivered)
+        return True
+
+    def _deliver(self, connection, recipient, delivered):
+        """Queue a delivered message (bytes) to its recipient, and log it:
+        who to whom and how long, never what."""
+        self.log.per_message(f"{connection} sent {len(delivered)} bytes to "
+                             f"{recipient.name}")
+        self._queue_frame(recipient, protocol.reply_frames(
+            delivered, recipient.decoder.width))
 
     @staticmethod
     def _msg_error(connection, recipient_name, message):
@@ -407,21 +551,123 @@ class ChatServer:
         if connection.name is None:
             return "ERROR: set your name first with NAME <name>"
         if protocol.is_valid_name(recipient_name):
-            return f"ERROR: no client named '{recipient_name}' is connected"
-        return f"ERROR: no such client: {protocol.NAME_RULE}"
+            return f"ERROR: no client named '{recipient_name}'"
+        return "ERROR: no such client; a name is letters, digits, '_' or '-'"
+
+    def handle_broadcast(self, connection, argument):
+        """BROADCAST <message>: deliver '<sender> sent to everyone:
+        <message>' to every other client with a name, and keep it in the
+        history."""
+        if not argument or argument.isspace():
+            self._refuse_command(
+                connection, "ERROR: missing message; usage: BROADCAST "
+                "<message>")
+            return
+        if connection.name is None:
+            self._refuse_command(
+                connection, "ERROR: set your name first with NAME <name>")
+            return
+        prefix = f"{connection.name} sent to everyone: ".encode(
+            protocol.ENCODING)
+        delivered = prefix + argument.encode(protocol.ENCODING)
+        # Room is kept for the history line's "[History] <time> " too.
+        room = protocol.MAX_MSG_LENGTH - len(HISTORY_PREFIX) - len(prefix)
+        if len(delivered) - len(prefix) > room:
+            self._refuse_command(connection, "ERROR: too long: your "
+                                 f"broadcasts may be at most {room} bytes")
+            return
+        # Each frame is built once, whoever and however many receive it.
+        frames = {}
+        recipients = [client for client in self.clients_by_name.values()
+                      if client is not connection]
+        self.log.per_message(f"{connection} sent {len(delivered)} bytes to "
+                             f"everyone ({len(recipients)} clients)")
+        for recipient in recipients:
+            width = recipient.decoder.width
+            data = frames.get(width)
+            if data is None:
+                data = frames[width] = protocol.reply_frames(delivered, width)
+            self._queue_frame(recipient, data)
+        if self.history is not None:
+            self._use_history(self.history.add, connection.name, argument,
+                              time.time())
+
+    def handle_history(self, connection, argument):
+        """HISTORY [n]: the last n broadcasts, oldest first."""
+        argument = argument.strip()
+        if not argument:
+            count = HISTORY_DEFAULT_COUNT
+        elif (argument.isdigit() and argument.isascii()
+              and 1 <= int(argument) <= HISTORY_MAX_COUNT):
+            count = int(argument)
+        else:
+            self._refuse_command(
+                connection, "ERROR: usage: HISTORY [n], where n is 1 to "
+                f"{HISTORY_MAX_COUNT}")
+            return
+        if self.history is not None:
+            entries = self._use_history(self.history.last, count)
+        if self.history is None:
+            self._queue(connection, f"SERVER: {self.history_off_reason}")
+            return
+        if not entries:
+            self._queue(connection, "[History] no broadcasts yet")
+        for when, sender, message in entries:
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+            self._queue(connection, f"[History] {stamp} {sender} sent to "
+                        f"everyone: {message}")
+
+    def handle_help(self, connection, argument):
+        """HELP [command]: the commands' usage, a line each."""
+        word = argument.strip().upper()
+        if word and word not in self.handlers:
+            self._refuse_command(
+                connection, "ERROR: no such command; HELP lists the commands")
+            return
+        for line in protocol.help_lines([word] if word else self.handlers):
+            self._queue(connection, line)
 
     def handle_exit(self, connection, argument):
         """EXIT: answer EXIT, then close."""
         self._queue(connection, protocol.COMMAND_EXIT)
         self._close_after_flush(connection, "left")
 
+    def _refuse_command(self, connection, error):
+        """Send an error reply, and log it."""
+        self.log.per_message(f"{connection}: {error}")
+        self._queue(connection, error)
+
+    # ------------------------------------------------------------- history
+
+    def _use_history(self, method, *arguments):
+        """Call a method of the history store; on a failure, log it once,
+        switch history off and return None: the chat goes on."""
+        try:
+            return method(*arguments)
+        except HistoryError as error:
+            self._history_failed(error)
+            return None
+
+    def _commit_history(self):
+        self._use_history(self.history.commit)
+
+    def _history_failed(self, error):
+        self.log(f"history switched off: {error}")
+        self.history_off_reason = f"history is off after an error: {error}"
+        history, self.history = self.history, None
+        try:
+            history.close()
+        except Exception:  # it failed already; closing is best effort
+            pass
+
     # ------------------------------------------------------------- writing
 
     def _queue(self, connection, text):
-        self._queue_frame(connection, protocol.encode(text))
+        self._queue_frame(connection, protocol.reply_frames(
+            text.encode(protocol.ENCODING), connection.decoder.width))
 
     def _queue_frame(self, connection, data):
-        """Append a frame to a connection's outbox; it is written at the
+        """Append frames to a connection's outbox; they are written at the
         end of this loop turn, or when the socket becomes writable."""
         outbox = connection.outbox
         if not outbox and not connection.waiting_to_write:
@@ -447,7 +693,8 @@ class ChatServer:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as error:
-                self._drop(connection, f"connection error: {error}")
+                self._drop(connection, "connection error: "
+                           + protocol.describe_error(error))
                 return
             del outbox[:sent]
         if outbox:
@@ -471,7 +718,9 @@ class ChatServer:
             key = protocol.name_key(connection.name)
             if self.clients_by_name.get(key) is connection:
                 del self.clients_by_name[key]
-        log.info("%s %s", connection, reason)
+                del self.clients_by_spelling[
+                    connection.name.encode(protocol.ENCODING)]
+        self.log(f"{connection} {reason}")
 
     def _close_after_flush(self, connection, reason):
         """Stop reading, free the name, close once the outbox is written."""
@@ -495,7 +744,7 @@ class ChatServer:
         if not connection.closing:
             self._release_name(connection, reason)
         else:
-            log.info("%s %s", connection, reason)
+            self.log(f"{connection} {reason}")
         self._close(connection)
 
     def _close(self, connection):
@@ -515,7 +764,7 @@ class ChatServer:
     def _notify_shutdown(self):
         """Tell every client the server is going, and give the notices a
         moment to leave."""
-        log.info("shutting down")
+        self.log("shutting down")
         # Only writes matter now: a new connection or another signal must
         # not make the flush loop below spin.
         self.selector.unregister(self.listener)
@@ -526,6 +775,7 @@ class ChatServer:
                 if not connection.closed:
                     self._close_after_flush(connection, "disconnected")
         self._flush()
+        self.log.flush()
         deadline = time.monotonic() + SHUTDOWN_FLUSH_SECONDS
         while self.connections and time.monotonic() < deadline:
             for key, mask in self.selector.select(
@@ -533,15 +783,88 @@ class ChatServer:
                 self._write(key.data)
 
 
+def reachable_addresses():
+    """This machine's IPv4 addresses that other machines may reach it on
+    (not loopback), best first; empty if none can be found."""
+    addresses = []
+    # The address of the route to the outside world (UDP: nothing is sent).
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        addresses.append(probe.getsockname()[0])
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None,
+                                   socket.AF_INET)
+    except OSError:
+        infos = []
+    addresses += [info[4][0] for info in infos]
+    return [address for index, address in enumerate(addresses)
+            if not address.startswith("127.")
+            and address not in addresses[:index]]
+
+
+def classroom_lines(host, port):
+    """What the teacher needs to open the server to a class: the commands
+    students type, and a word on the firewall (None for a local host)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return []
+    addresses = reachable_addresses()
+    if not addresses:
+        return ["no network address found: students cannot reach this "
+                "machine"]
+    lines = ["students connect with:"] + [
+        f"  python chat_client.py --host {address} --port {port}"
+        for address in addresses]
+    if sys.platform == "win32":
+        lines.append("if they cannot, allow Python through Windows "
+                     "Defender Firewall (private networks)")
+    return lines
+
+
+def port_number(text):
+    """An argparse type: a TCP port, 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number (0 to 65535)")
+    return port
+
+
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="A multi-user chat server (see README.md).")
     parser.add_argument("--host", default=protocol.SERVER_IP,
                         help="address to listen on (default %(default)s; "
-                        "0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, default=protocol.SERVER_PORT,
+                        "0.0.0.0 opens it to the network, :: too over "
+                        "IPv6)")
+    parser.add_argument("--port", type=port_number,
+                        default=protocol.SERVER_PORT,
                         help="port to listen on (default %(default)s; "
                         "0 picks a free one)")
+    parser.add_argument("--length-field", choices=["auto", "2", "4"],
+                        default="auto",
+                        help="digits in the length field: 4, 2 (the course "
+                        "templates' dialect), or auto: each connection "
+                        "is read as it writes (default %(default)s)")
+    history = parser.add_mutually_exclusive_group()
+    history.add_argument("--history", metavar="FILE",
+                         default=DEFAULT_HISTORY_FILE,
+                         help="the SQLite file that keeps the broadcasts "
+                         "(default %(default)s; :memory: keeps them "
+                         "until the server stops)")
+    history.add_argument("--no-history", action="store_true",
+                         help="keep no history")
+    parser.add_argument("--history-limit", type=int, metavar="N",
+                        default=DEFAULT_HISTORY_LIMIT,
+                        help="broadcasts kept; older ones are deleted "
+                        "(default %(default)s)")
     parser.add_argument("--max-clients", type=int, default=None,
                         help="connections served at once; the next one "
                         "gets 'ERROR: server full' (default: what the "
@@ -554,32 +877,59 @@ def parse_arguments(argv=None):
                         default=DEFAULT_FRAME_TIMEOUT,
                         help="seconds a client may take to finish a frame "
                         "it started (default %(default)s)")
+    parser.add_argument("--no-fast-path", action="store_true",
+                        help="relay every MSG by the general path (for "
+                        "testing that both give the same; slower)")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log more detail")
+                        help="log every command with its text, messages "
+                        "included, and every line however many")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if arguments.verbose else logging.INFO,
-        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log = EventLog(sys.stderr,
+                   per_second=None if arguments.verbose else (
+                       LOG_LINES_PER_SECOND))
+    log.tick(time.time())
     open_files = raise_open_files_limit()
     max_clients = arguments.max_clients
     if max_clients is None:
         max_clients = default_max_clients(open_files)
+    length_field = (protocol.AUTO if arguments.length_field == "auto"
+                    else int(arguments.length_field))
+    history = None
+    if not arguments.no_history:
+        try:
+            history = HistoryStore(arguments.history,
+                                   limit=arguments.history_limit)
+        except HistoryError as error:
+            print(f"chat_server: {error}", file=sys.stderr)
+            return 1
     try:
         server = ChatServer(arguments.host, arguments.port,
                             max_clients=max_clients,
                             max_outbox=arguments.max_outbox,
-                            frame_timeout=arguments.frame_timeout)
+                            frame_timeout=arguments.frame_timeout,
+                            length_field=length_field, history=history,
+                            log=log, verbose=arguments.verbose,
+                            fast_path=not arguments.no_fast_path)
     except OSError as error:
-        print(f"chat_server: cannot listen on {arguments.host}:"
-              f"{arguments.port}: {protocol.describe_error(error)}",
-              file=sys.stderr)
+        if history is not None:
+            history.close()
+        print(f"chat_server: cannot listen on "
+              f"{format_address(arguments.host, arguments.port)}: "
+              f"{protocol.describe_error(error)}", file=sys.stderr)
         return 1
-    log.debug("open-files limit %s, at most %d clients", open_files,
-              max_clients)
+    if history is None:
+        log("history: off")
+    else:
+        log(f"history: {history.describe()}, the last "
+            f"{arguments.history_limit} broadcasts")
+    for line in classroom_lines(arguments.host, server.address[1]):
+        log(line)
+    if arguments.verbose:
+        log(f"open-files limit {open_files}, at most {max_clients} clients")
 
     def on_signal(signum, frame):
         server.shutdown()

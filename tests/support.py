@@ -3,6 +3,7 @@ on real sockets, all bounded by timeouts."""
 
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -33,23 +34,27 @@ def wait_for(predicate, timeout=TIMEOUT, interval=0.02):
 class ServerProcess:
     """``python chat_server.py --port 0 ...`` in a child process.
 
-    Its log goes to a file (a pipe could fill up and block the server); the
-    port it chose is read back from the log's "listening on" line.
+    It runs in a temporary directory of its own, where it keeps its history
+    file, removed after.  Its log goes to a file (a pipe could fill up and
+    block the server); the port it chose is read back from the log's
+    "listening on" line.
     """
 
     def __init__(self, *arguments, preexec_fn=None):
-        self.log_file = tempfile.NamedTemporaryFile(
-            "w+", prefix="chat_server_", suffix=".log", delete=False)
+        self.directory = tempfile.mkdtemp(prefix="chat_server_")
+        self.log_file = open(os.path.join(self.directory, "server.log"),
+                             "w+")
         self.process = subprocess.Popen(
             [sys.executable, SERVER, "--port", "0", *arguments],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log_file,
-            stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+            cwd=self.directory, stdin=subprocess.DEVNULL,
+            stdout=self.log_file, stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn)
         self.pid = self.process.pid
         match = None
 
         def listening():
             nonlocal match
-            match = re.search(r"listening on [^ ]+:(\d+)", self.log())
+            match = re.search(r"listening on \S+:(\d+)", self.log())
             return match is not None or self.process.poll() is not None
 
         if not wait_for(listening, timeout=10) or match is None:
@@ -82,7 +87,7 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(TIMEOUT)
         self.log_file.close()
-        os.unlink(self.log_file.name)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class Peer:

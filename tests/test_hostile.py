@@ -312,7 +312,7 @@ def test_longest_deliverable_message_and_one_byte_more(start_server):
     sender.send(f"MSG Witness {message}")
     assert witness.receive() == f"{'S' * 20} sent {message}"
     assert sender.request(f"MSG Witness {message}x").startswith(
-        "ERROR: message too long")
+        "ERROR: too long")
     witness.expect_silence()
     witness.check()
 

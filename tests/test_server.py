@@ -13,7 +13,6 @@ import pytest
 import chat_protocol as protocol
 from support import SERVER, Peer, ServerProcess, wait_for
 
-COMMANDS = "NAME <name>, GET_NAMES, MSG <name> <message>, EXIT"
 NAME_RULE = "a name is 1 to 20 letters, digits, '_' or '-'"
 
 
@@ -48,16 +47,17 @@ def test_name_replies_hello(connect):
     ("NAME", "ERROR: missing name; usage: NAME <name>"),
     ("NAME   ", "ERROR: missing name; usage: NAME <name>"),
     ("NAME a b", f"ERROR: invalid name: {NAME_RULE}"),
-    ("NAME " + "x" * 21, f"ERROR: invalid name: {NAME_RULE}"),
+    ("NAME " + "x" * 21,
+     "ERROR: invalid name: a name is at most 20 characters"),
     ("NAME a:b", f"ERROR: invalid name: {NAME_RULE}"),
     ("NAME \x1b[2J", f"ERROR: invalid name: {NAME_RULE}"),
     ("GET_NAMES please", "ERROR: GET_NAMES takes nothing after it"),
     ("MSG", "ERROR: missing name or message; usage: MSG <name> <message>"),
     ("MSG A", "ERROR: missing name or message; usage: MSG <name> <message>"),
     ("MSG A ", "ERROR: missing name or message; usage: MSG <name> <message>"),
-    ("HELLO", f"ERROR: unknown command; the commands are {COMMANDS}"),
-    ("NAMES A", f"ERROR: unknown command; the commands are {COMMANDS}"),
-    ("", f"ERROR: empty command; the commands are {COMMANDS}"),
+    ("HELLO", "ERROR: unknown command; HELP lists the commands"),
+    ("NAMES A", "ERROR: unknown command; HELP lists the commands"),
+    ("", "ERROR: empty command; HELP lists the commands"),
 ])
 def test_errors(connect, command, reply):
     client = connect()
@@ -74,10 +74,9 @@ def test_msg_before_name(connect):
 
 def test_msg_to_nobody(connect):
     client = connect().name("A")
-    assert client.request("MSG C hi") == (
-        "ERROR: no client named 'C' is connected")
+    assert client.request("MSG C hi") == "ERROR: no client named 'C'"
     assert client.request("MSG no:such hi") == (
-        f"ERROR: no such client: {NAME_RULE}")
+        "ERROR: no such client; a name is letters, digits, '_' or '-'")
 
 
 def test_name_taken_regardless_of_case(connect):
@@ -180,8 +179,7 @@ def test_longest_message_arrives_and_one_byte_more_is_refused(connect):
     sender.send("MSG R " + "m" * room)
     assert receiver.receive() == "S" * 20 + " sent " + "m" * room
     assert sender.request("MSG R " + "m" * (room + 1)) == (
-        f"ERROR: message too long: from {'S' * 20} a message is at most "
-        f"{room} bytes of UTF-8")
+        f"ERROR: too long: your messages may be at most {room} bytes")
     receiver.expect_silence()
 
 
@@ -197,8 +195,7 @@ def test_bad_header_closes_only_that_connection(connect):
     bad = connect().name("Bad")
     bad.send_raw(b"abcdNAME X")
     assert bad.receive() == (
-        "ERROR: bad length field b'abcd': a frame starts with 4 digits "
-        "giving the payload's length")
+        "ERROR: bad length field b'abcd': not 2 or 4 digits")
     bad.expect_closed()
     assert witness.request("GET_NAMES") == "W"
 
