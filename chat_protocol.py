@@ -383,9 +383,11 @@ def name_problem(name):
         return "a name needs at least one letter or digit"
     if len(scripts) > 1 and not any(scripts <= family
                                     for family in _SCRIPT_FAMILIES):
-        names = sorted("Han" if script == "CJK" else script.title()
-                       for script in scripts)
-        return f"it mixes {', '.join(names[:-1])} and {names[-1]} letters"
+        if len(scripts) > 2:
+            return f"it mixes letters of {len(scripts)} alphabets"
+        one, other = sorted("Han" if script == "CJK" else script.title()
+                            for script in scripts)
+        return f"it mixes {one} and {other} letters"
     return None
 
 

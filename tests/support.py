@@ -159,6 +159,44 @@ class Peer:
         self.sock.close()
 
 
+class TemplateClient:
+    """A client written the way most course templates are, independently
+    of chat_protocol: a 2-digit length field that counts the characters of
+    the text (``str(len(text)).zfill(2)``), and replies read with
+    ``recv(length)``, a count of bytes."""
+
+    def __init__(self, port, timeout=TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.sock.settimeout(timeout)
+
+    def send(self, text):
+        self.sock.sendall((str(len(text)).zfill(2) + text).encode("utf-8"))
+
+    def _receive_exactly(self, size):
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            assert chunk, f"the server closed the connection after {data!r}"
+            data += chunk
+        return data
+
+    def receive_frame(self):
+        """The next frame, length field included (bytes)."""
+        header = self._receive_exactly(2)
+        assert header.isdigit(), f"not a 2-digit length field: {header!r}"
+        return header + self._receive_exactly(int(header))
+
+    def receive(self):
+        return self.receive_frame()[2:].decode("utf-8")
+
+    def request(self, text):
+        self.send(text)
+        return self.receive()
+
+    def close(self):
+        self.sock.close()
+
+
 class TerminalClient:
     """``python chat_client.py`` on a real pseudo-terminal.
 

@@ -125,20 +125,48 @@ def test_round_trip_over_random_payloads_and_splits(texts, cuts):
 
 
 @pytest.mark.parametrize("name", [
-    "A", "bob", "Bob_2", "x-y", "שלום", "Анна", "名前", "a" * 20, "٣"])
+    "A", "bob", "Bob_2", "x-y", "שלום", "Анна", "名前", "a" * 20, "٣",
+    "प्रिया",       # Hindi: vowel signs and the virama are marks
+    "שָׁלוֹם",       # Hebrew with its points
+    "山田たろう",     # Japanese mixes Han and Hiragana
+    "김철수", "Ｂｏｂ", "1_a"])
 def test_valid_names(name):
+    assert protocol.name_problem(name) is None
     assert protocol.is_valid_name(name)
 
 
-@pytest.mark.parametrize("name", [
-    "", "a" * 21, "a b", "a:b", "a\x1b", "🎉", "a.b", "a\tb", "a\u200b"])
-def test_invalid_names(name):
+@pytest.mark.parametrize("name, problem", [
+    ("", "a name needs at least one letter or digit"),
+    ("-", "a name needs at least one letter or digit"),
+    ("_-_", "a name needs at least one letter or digit"),
+    ("a" * 21, "a name is at most 20 characters"),
+    ("a b", protocol.NAME_RULE),
+    ("a:b", protocol.NAME_RULE),
+    ("a\x1b", protocol.NAME_RULE),
+    ("🎉", protocol.NAME_RULE),
+    ("a.b", protocol.NAME_RULE),
+    ("a\tb", protocol.NAME_RULE),
+    ("a\u200b", protocol.NAME_RULE),
+    ("\u0301a", protocol.NAME_RULE),    # a mark with no letter before it
+    ("\u0410lice", "it mixes Cyrillic and Latin letters"),  # Cyrillic A
+    ("ab-\u03a9c", "it mixes Greek and Latin letters"),
+    ("Ωжa", "it mixes letters of 3 alphabets"),
+])
+def test_invalid_names(name, problem):
+    assert protocol.name_problem(name) == problem
     assert not protocol.is_valid_name(name)
 
 
-def test_name_key_ignores_case():
-    assert protocol.name_key("Bob") == protocol.name_key("bOB")
+@pytest.mark.parametrize("one, other", [
+    ("Bob", "bOB"), ("Bob", "Ｂｏｂ"), ("Straße", "STRASSE"),
+    ("e\u0301", "\u00e9")])
+def test_name_key_folds_case_and_compatibility_forms(one, other):
+    assert protocol.name_key(one) == protocol.name_key(other)
+
+
+def test_name_key_tells_different_names_apart():
     assert protocol.name_key("Bob") != protocol.name_key("Rob")
+    assert protocol.name_key("Alice") != protocol.name_key("\u0410lice")
 
 
 @pytest.mark.parametrize("text, parsed", [
@@ -221,3 +249,147 @@ def test_receive_message_bad_header(socket_pair):
     left.sendall(b"xx12abc")
     with pytest.raises(protocol.ProtocolError, match="bad length field"):
         protocol.receive_message(right)
+
+
+# ---------------------------------------------- the 2-digit dialect (issue 9)
+
+def test_encode_with_two_digits_counts_characters():
+    assert protocol.encode("NAME A", 2) == b"06NAME A"
+    assert protocol.encode("MSG B שלום", 2) == b"10MSG B " + "שלום".encode()
+    assert protocol.encode("x" * 99, 2) == b"99" + b"x" * 99
+    with pytest.raises(protocol.MessageTooLongError,
+                       match="at most 99 characters"):
+        protocol.encode("x" * 100, 2)
+
+
+@pytest.mark.parametrize("payload, wire", [
+    (b"", b"00"),
+    (b"x" * 99, b"99" + b"x" * 99),
+    (b"x" * 100, b"99" + b"x" * 99 + b"01x"),
+    ("ש".encode() * 50, b"98" + "ש".encode() * 49 + b"02" + "ש".encode()),
+    ("🎉".encode() * 25, b"96" + "🎉".encode() * 24 + b"04" + "🎉".encode()),
+])
+def test_reply_frames_for_two_digits_split_between_characters(payload, wire):
+    assert protocol.reply_frames(payload, 2) == wire
+
+
+def test_reply_frames_for_four_digits_is_one_frame():
+    assert protocol.reply_frames("שלום".encode()) == protocol.encode("שלום")
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=400))
+def test_reply_frames_read_back_by_a_two_digit_client(text):
+    decoder = FrameDecoder(2, from_server=True)
+    payloads = decoder.feed(protocol.reply_frames(text.encode(), 2))
+    assert all(len(payload) <= 99 for payload in payloads)
+    assert "".join(payload.decode() for payload in payloads) == text
+    assert decoder.pending == 0
+
+
+# Streams a client may send, read with AUTO: the payloads, and the width
+# the decoder believes in afterwards.
+AUTO_CASES = [
+    (b"0006NAME A", [b"NAME A"], 4),
+    (b"06NAME A", [b"NAME A"], 2),
+    # Three digits, then a non-digit: a 2-digit frame whose text starts
+    # with a digit.
+    (b"051abcd", [b"1abcd"], 2),
+    # An empty 2-digit frame, then "06NAME A", is byte for byte the 4-digit
+    # "NAME A": read as 4 digits, the result is the same command.
+    (b"00" + b"06NAME A", [b"NAME A"], 4),
+    # After one 2-digit frame, every frame is 2-digit, even one that
+    # looks like four digits; the text may then begin with digits.
+    (b"06NAME A0006NAME B", [b"NAME A", b"", b"NAME B"], 2),
+    (b"06NAME A0512345", [b"NAME A", b"12345"], 2),
+    # A 2-digit length counts characters: 8 characters, 10 bytes.
+    (b"08MSG A " + "שי".encode() + b"04EXIT",
+     [b"MSG A " + "שי".encode(), b"EXIT"], 2),
+    ("10MSG A 🎉🎉🎉🎉".encode(), ["MSG A 🎉🎉🎉🎉".encode()], 2),
+]
+
+
+@pytest.mark.parametrize("stream, payloads, width", AUTO_CASES)
+def test_auto_tells_the_length_fields_apart(stream, payloads, width):
+    decoder = FrameDecoder(protocol.AUTO)
+    assert decoder.feed(stream) == payloads
+    assert decoder.width == width
+    assert decoder.pending == 0
+
+
+@pytest.mark.parametrize("stream, payloads, width", AUTO_CASES)
+def test_auto_one_byte_at_a_time(stream, payloads, width):
+    decoder = FrameDecoder(protocol.AUTO)
+    received = []
+    for index in range(len(stream)):
+        received += decoder.feed(stream[index:index + 1])
+    assert received == payloads
+    assert decoder.width == width
+
+
+def test_auto_waits_until_the_bytes_tell():
+    decoder = FrameDecoder(protocol.AUTO)
+    assert decoder.feed(b"0") == []
+    assert decoder.feed(b"0") == []       # "00": empty 2-digit frame, or?
+    assert decoder.feed(b"0") == []
+    assert decoder.width == 4
+    assert decoder.feed(b"0") == [b""]    # "0000": an empty 4-digit frame
+    assert decoder.feed(b"06") == []
+    assert decoder.feed(b"N") == []       # "06N": a 2-digit frame
+    assert decoder.width == 2
+    assert decoder.feed(b"AME A") == [b"NAME A"]
+
+
+@pytest.mark.parametrize("length_field, stream, message", [
+    (protocol.AUTO, b"abcd", "bad length field b'abcd': not 2 or 4 digits"),
+    (protocol.AUTO, b"0abc", "bad length field b'0abc': not 2 or 4 digits"),
+    (protocol.AUTO, b"a", "bad length field b'a': not 2 or 4 digits"),
+    (4, b"06NAME A", "bad length field b'06NA': not 4 digits"),
+    (2, b"06NAME Ax1", "bad length field b'x1': not 2 digits"),
+])
+def test_bad_length_fields(length_field, stream, message):
+    decoder = FrameDecoder(length_field)
+    with pytest.raises(protocol.ProtocolError) as raised:
+        decoder.feed(stream)
+    assert str(raised.value) == message
+
+
+def test_two_digits_fixed():
+    decoder = FrameDecoder(2)
+    assert decoder.width == 2
+    assert decoder.feed(b"0006NAME A") == [b"", b"NAME A"]
+
+
+def test_two_digits_from_a_server_count_bytes():
+    decoder = FrameDecoder(2, from_server=True)
+    assert decoder.feed(b"04" + "שי".encode() + b"02hi") == [
+        "שי".encode(), b"hi"]
+
+
+def test_invalid_utf8_in_a_two_digit_frame_still_ends_somewhere():
+    """Characters are counted by their lead bytes; bytes that are not
+    UTF-8 make a payload that the server refuses once decoded."""
+    decoder = FrameDecoder(2)
+    assert decoder.feed(b"01\xc3\x28" + b"01x") == [b"\xc3\x28", b"x"]
+    assert decoder.feed(b"02\xff") == []
+    assert decoder.feed(b"abcd01x") == [b"\xffabcd", b"x"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.text(max_size=99), max_size=12),
+       cuts=st.lists(st.integers(min_value=0), max_size=20))
+def test_two_digit_round_trip_over_random_texts_and_splits(texts, cuts):
+    """What a template client sends (characters counted) comes back out
+    of an AUTO decoder, however it is split, once the first frame has
+    shown 2 digits."""
+    texts = ["NAME first"] + texts
+    stream = b"".join(protocol.encode(text, 2) for text in texts)
+    offsets = sorted({cut % (len(stream) + 1) for cut in cuts})
+    decoder = FrameDecoder(protocol.AUTO)
+    received = []
+    start = 0
+    for offset in offsets + [len(stream)]:
+        received += decoder.feed(stream[start:offset])
+        start = offset
+    assert [payload.decode() for payload in received] == texts
+    assert decoder.width == 2

@@ -1,17 +1,21 @@
 """The server over real sockets: every command of SPEC section 2, the
 example run of section 3, and the behaviour of section 5."""
 
+import glob
+import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import unicodedata
 
 import psutil
 import pytest
 
 import chat_protocol as protocol
-from support import SERVER, Peer, ServerProcess, wait_for
+from support import ROOT, SERVER, TIMEOUT, Peer, ServerProcess, wait_for
 
 NAME_RULE = "a name is 1 to 20 letters, digits, '_' or '-'"
 
@@ -285,5 +289,256 @@ def test_verbose_logs_every_command():
         assert wait_for(lambda: "(Chatty): GET_NAMES" in server.log())
         assert ": NAME Chatty" in server.log()
         client.close()
+    finally:
+        server.cleanup()
+
+
+# ------------------------------------------------------ HELP (issue 8, 11)
+
+def test_help_lists_every_command_from_the_table(connect):
+    client = connect()
+    client.send("HELP")
+    assert [client.receive() for _ in protocol.COMMANDS] == (
+        protocol.help_lines())
+    assert client.request("help msg") == (
+        "MSG <name> <message>  send <message> to <name> only")
+    assert client.request("HELP NOPE") == (
+        "ERROR: no such command; HELP lists the commands")
+
+
+def test_help_matches_the_server_handlers():
+    """HELP is built from the server's command table: a command the
+    server handles is in the protocol's list, and nothing else is."""
+    import chat_server
+    server = chat_server.ChatServer(port=0, log=chat_server.EventLog(
+        open(os.devnull, "w")))
+    try:
+        assert list(server.handlers) == list(protocol.COMMANDS)
+    finally:
+        server.close()
+        server.log.stream.close()
+
+
+# ------------------------------------------------------- names (issue 8)
+
+@pytest.mark.parametrize("name", ["प्रिया", "שָׁלוֹם", "山田たろう"])
+def test_names_in_scripts_with_marks(connect, name):
+    client = connect()
+    assert client.request(f"NAME {name}") == f"Hello {name}"
+    assert client.request(f"MSG {name} hi") == f"{name} sent hi"
+
+
+@pytest.mark.parametrize("name, error", [
+    ("\u0410lice", "ERROR: invalid name: it mixes Cyrillic and Latin "
+     "letters"),
+    ("-", "ERROR: invalid name: a name needs at least one letter or digit"),
+    ("x" * 21, "ERROR: invalid name: a name is at most 20 characters"),
+])
+def test_names_refused_with_the_reason(connect, name, error):
+    assert connect().request(f"NAME {name}") == error
+
+
+def test_names_compared_under_nfkc_and_case(connect):
+    wide = connect().name("Ｂｏｂ")
+    assert connect().request("NAME bob") == "ERROR: the name 'bob' is taken"
+    sender = connect().name("Al")
+    sender.send("MSG BOB hi")
+    assert wide.receive() == "Al sent hi"
+
+
+# ------------------------------------------- errors fit 80 columns (issue 8)
+
+def columns(text):
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1
+               for char in text)
+
+
+def test_every_error_fits_80_columns_as_the_client_shows_it(connect):
+    """'Server sent: ' plus the error, with the longest names (20 wide
+    characters take 40 columns)."""
+    wide = "名" * 20
+    holder = connect().name(wide)
+    named = connect().name("N" * 20)
+    anonymous = connect()
+    requests = [
+        (anonymous, "NAME"), (anonymous, "NAME a b"),
+        (anonymous, "NAME " + "x" * 21), (anonymous, "NAME -"),
+        (anonymous, "NAME \u0410lice"), (anonymous, "NAME Ωжa"),
+        (anonymous, f"NAME {wide}"), (anonymous, "GET_NAMES x"),
+        (anonymous, "MSG"), (anonymous, f"MSG {wide} hi"),
+        (named, "MSG " + "文" * 20 + " hi"), (named, "MSG a:b hi"),
+        (named, "MSG " + "N" * 20 + " " + "m" * 9974),
+        (anonymous, "BROADCAST"), (anonymous, "BROADCAST hi"),
+        (named, "BROADCAST " + "m" * 9989),
+        (anonymous, "HISTORY 0"), (anonymous, "HELP nope"),
+        (anonymous, "NOPE"), (anonymous, ""),
+    ]
+    replies = [client.request(text) for client, text in requests]
+    anonymous.send_raw(b"0002\xff\xfe")
+    replies.append(anonymous.receive())
+    anonymous.send_raw(b"\xff\xff\xff\xff")
+    replies.append(anonymous.receive())
+    assert all(reply.startswith("ERROR: ") for reply in replies), replies
+    too_wide = [reply for reply in replies
+                if columns("Server sent: " + reply) > 80]
+    assert too_wide == []
+    holder.close()
+
+
+# ---------------------------------------------- the teacher's log (issue 8)
+
+def test_log_shows_renames_refusals_and_deliveries_but_no_text(
+        server, connect):
+    witness = connect().name("W")
+    client = connect().name("B")
+    assert client.request("NAME Bee") == "Hello Bee"
+    assert client.request("MSG C hi") == "ERROR: no client named 'C'"
+    client.send("MSG W a secret")
+    assert witness.receive() == "Bee sent a secret"
+    assert client.request("EXIT") == "EXIT"
+    assert wait_for(lambda: "(Bee) left" in server.log())
+    port = client.sock.getsockname()[1]
+    log = [line.split(" ", 1)[1] for line in server.log().splitlines()]
+    assert log[-4:] == [
+        f"127.0.0.1:{port} (B) renamed to Bee",
+        f"127.0.0.1:{port} (Bee): ERROR: no client named 'C'",
+        f"127.0.0.1:{port} (Bee) sent 17 bytes to W",
+        f"127.0.0.1:{port} (Bee) left",
+    ]
+    assert "secret" not in server.log()
+
+
+def test_a_flood_of_messages_is_counted_in_the_log_not_shown(
+        server, connect):
+    receiver = connect().name("R")
+    sender = connect().name("S")
+    count = 1000
+    sender.send_raw(protocol.encode("MSG R x") * count)
+    for _ in range(count):
+        assert receiver.receive() == "S sent x"
+
+    def accounted():
+        log = server.log()
+        shown = log.count(" (S) sent 8 bytes to R\n")
+        held = sum(int(number) for number in re.findall(
+            r"\((\d+) more lines about messages in that second not shown; "
+            r"-v shows them all\)", log))
+        return shown + held == count and held > 0
+
+    assert wait_for(accounted, timeout=5)
+
+
+def test_verbose_logs_message_texts():
+    server = ServerProcess("-v")
+    try:
+        client = Peer(server.port).name("Chatty")
+        assert client.request("MSG chatty a secret") == "Chatty sent a secret"
+        assert wait_for(lambda: "(Chatty): MSG chatty a secret"
+                        in server.log())
+        client.close()
+    finally:
+        server.cleanup()
+
+
+# --------------------------------------------- starting up (issue 8, 7)
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_out_of_range_is_refused_by_argument_parsing(port):
+    result = subprocess.run([sys.executable, SERVER, "--port", port],
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"chat_server.py: error: argument --port: '{port}' is not a port "
+        "number (0 to 65535)")
+
+
+def old_pythons():
+    """The CPython 3.6 and 3.7 that pyenv has here, if any."""
+    found = []
+    for version in ("3.6", "3.7"):
+        for path in sorted(glob.glob(os.path.expanduser(
+                f"~/.pyenv/versions/{version}.*/bin/python"))):
+            found.append(path)
+            break
+    return found
+
+
+def programs():
+    """The chat_*.py files that run as programs."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "chat_*.py"))):
+        with open(path, encoding="utf-8") as source:
+            if 'if __name__ == "__main__":' in source.read():
+                found.append(os.path.basename(path))
+    return found
+
+
+@pytest.mark.parametrize("program", programs())
+def test_an_old_python_gets_one_line_not_a_traceback(program):
+    pythons = old_pythons()
+    if not pythons:
+        pytest.skip("no CPython 3.6 or 3.7 installed with pyenv")
+    for python in pythons:
+        result = subprocess.run(
+            [python, program, "--help"], cwd=ROOT, capture_output=True,
+            text=True, timeout=30, stdin=subprocess.DEVNULL)
+        version = subprocess.run(
+            [python, "-c", "import platform; "
+             "print(platform.python_version())"],
+            capture_output=True, text=True, timeout=30).stdout.strip()
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1, "", "This chat needs Python 3.8 or newer; this is Python "
+            f"{version}.\n")
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_ipv6_host():
+    server = ServerProcess("--host", "::1")
+    try:
+        assert f"listening on [::1]:{server.port}" in server.log()
+        sock = socket.create_connection(("::1", server.port), TIMEOUT)
+        sock.settimeout(TIMEOUT)
+        protocol.send_message(sock, "NAME Six")
+        assert protocol.receive_message(sock) == "Hello Six"
+        sock.close()
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.skipif(not (ipv6_loopback() and socket.has_dualstack_ipv6()),
+                    reason="no dual-stack IPv6 here")
+def test_ipv6_any_also_takes_ipv4():
+    server = ServerProcess("--host", "::")
+    try:
+        client = Peer(server.port)
+        assert client.request("NAME Four") == "Hello Four"
+        client.close()
+    finally:
+        server.cleanup()
+
+
+def test_open_to_the_network_says_what_students_type():
+    server = ServerProcess("--host", "0.0.0.0")
+    try:
+        log = server.log()
+        commands = re.findall(r"  python chat_client\.py --host (\S+) "
+                              rf"--port {server.port}\n", log)
+        if commands:
+            assert "students connect with:" in log
+            assert all(not address.startswith("127.")
+                       for address in commands)
+            for address in commands:
+                socket.inet_aton(address)
+        else:
+            assert "no network address found" in log
     finally:
         server.cleanup()
