@@ -399,9 +399,10 @@ class ChatServer:
             self._refuse_command(connection, f"ERROR: {error}")
             self._close_after_flush(connection, f"protocol error: {error}")
             return
-        fast_path = self.fast_path and connection.name is not None
+        fast_path = self.fast_path
         for payload in payloads:
             if not (fast_path and payload[:4] == b"MSG "
+                    and connection.name is not None
                     and self.relay_plain_msg(connection, payload)):
                 self._dispatch(connection, payload)
             if connection.closing or connection.closed:
@@ -512,20 +513,19 @@ class ChatServer:
         self._deliver(connection, recipient, delivered)
 
     def relay_plain_msg(self, connection, payload):
-        """The fast path of handle_msg: relay the common MSG without
-        decoding it, or return False and leave it to the general path.
+        """The fast path of handle_msg, from a client with a name: relay
+        the common MSG without decoding it, or return False and leave it
+        to the general path.
 
-        It takes only what it reproduces exactly: ASCII, so bytes are
-        characters and nothing needs checking as UTF-8; a recipient
-        spelled as registered, so the lookup is the general path's; a
-        message that starts with a character above space, so it is neither
-        empty nor all white space; a delivery that fits one frame, to a
-        client that reads 4-digit frames.  The sender has a name.
+        It takes only what it reproduces exactly: ASCII, so that bytes are
+        characters and valid UTF-8; a recipient spelled as registered, so
+        that the lookup finds whom name_key would; a message that starts
+        with a character above space, so that it is neither empty nor all
+        white space; a delivery that fits in one frame.
         """
         recipient_name, _, message = payload[4:].partition(b" ")
         recipient = self.clients_by_spelling.get(recipient_name)
         if (recipient is None or not message or message[0] <= 32
-                or recipient.decoder.width != protocol.LENGTH_FIELD_SIZE
                 or not payload.isascii()):
             return False
         delivered = connection.sent_prefix + message
@@ -877,20 +877,25 @@ def parse_arguments(argv=None):
                         default=DEFAULT_FRAME_TIMEOUT,
                         help="seconds a client may take to finish a frame "
                         "it started (default %(default)s)")
+    parser.add_argument("--log-rate", type=int, metavar="N",
+                        default=LOG_LINES_PER_SECOND,
+                        help="lines about single messages logged a second "
+                        "at most; the rest are counted (default "
+                        "%(default)s; 0: no limit)")
     parser.add_argument("--no-fast-path", action="store_true",
                         help="relay every MSG by the general path (for "
                         "testing that both give the same; slower)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every command with its text, messages "
-                        "included, and every line however many")
+                        "included, and every line however many (slower)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    log = EventLog(sys.stderr,
-                   per_second=None if arguments.verbose else (
-                       LOG_LINES_PER_SECOND))
+    log = EventLog(sys.stderr, per_second=(
+        None if arguments.verbose or arguments.log_rate <= 0
+        else arguments.log_rate))
     log.tick(time.time())
     open_files = raise_open_files_limit()
     max_clients = arguments.max_clients
