@@ -231,17 +231,26 @@ class FrameDecoder:
         position = 0
         end = len(data)
         lengths = _HEADER_LENGTHS
+        append = payloads.append
         width = self.width
         while position < end:
             if width == LENGTH_FIELD_SIZE:
+                # The common case, kept tight: a run of 4-digit frames.  At
+                # the end of the data the header is b"", which is no length.
                 length = lengths.get(data[position:position + 4])
-                if length is not None:
-                    stop = position + 4 + length
+                while length is not None:
+                    start = position + 4
+                    stop = start + length
                     if stop > end:
                         break
-                    payloads.append(data[position + 4:stop])
+                    append(data[start:stop])
                     position = stop
-                    continue
+                    length = lengths.get(data[position:position + 4])
+                if length is not None:
+                    break
+                if position == end:
+                    stop = end + 1
+                    break
                 if not self._auto:
                     if end - position < 4:
                         stop = position + 4

@@ -24,6 +24,8 @@ import chat_protocol as protocol
 from chat_history import HistoryError, HistoryStore
 
 RECEIVE_SIZE = 65536
+FOUR_DIGITS = protocol.LENGTH_FIELD_SIZE
+HEADERS = protocol._HEADERS
 DEFAULT_MAX_OUTBOX = 1024 * 1024
 DEFAULT_FRAME_TIMEOUT = 30.0
 # File descriptors kept for the listener, the selector, the standard
@@ -67,13 +69,17 @@ class EventLog:
     and the count is logged when the second is over.
     """
 
-    def __init__(self, stream, per_second=LOG_LINES_PER_SECOND):
+    def __init__(self, stream, per_second=LOG_LINES_PER_SECOND, quiet=False):
         self.stream = stream
         self.per_second = per_second
+        # Quiet: only the lines logged with always().
+        self.quiet = quiet
         self._lines = []
         self._second = None
         self._stamp = ""
-        self._room = 0
+        # How many more lines about messages this second may show; a
+        # caller may test it before it makes the values of such a line.
+        self.room = 0
         self.held_back = 0
 
     def tick(self, now):
@@ -89,18 +95,25 @@ class EventLog:
             self.held_back = 0
         self._second = second
         self._stamp = time.strftime("%H:%M:%S", time.localtime(second))
-        self._room = sys.maxsize if self.per_second is None else (
-            self.per_second)
+        self.room = (0 if self.quiet else sys.maxsize
+                     if self.per_second is None else self.per_second)
 
     def __call__(self, text):
+        if self.quiet:
+            return
         self._lines.append(f"{self._stamp} {text}\n")
 
-    def per_message(self, text):
-        """Log a line about one message, if this second has room for it."""
-        if self._room:
-            self._room -= 1
-            self._lines.append(f"{self._stamp} {text}\n")
-        else:
+    def always(self, text):
+        """Log a line even when quiet: the start, the end, failures."""
+        self._lines.append(f"{self._stamp} {text}\n")
+
+    def per_message(self, template, *values):
+        """Log ``template % values``, a line about one message, if this
+        second has room for it; the line is only made if it is shown."""
+        if self.room:
+            self.room -= 1
+            self._lines.append(f"{self._stamp} {template % values}\n")
+        elif not self.quiet:
             self.held_back += 1
 
     def flush(self):
@@ -211,6 +224,8 @@ class ChatServer:
         # The fast path relays a plain MSG without the general path's
         # decoding; -v logs every command's text, so it takes the general.
         self.fast_path = fast_path and not verbose
+        self._serve_frames = (self._relay_plain_msgs if self.fast_path
+                              else self._serve_frames)
         self.listener = listen(host, port)
         self.listener.setblocking(False)
         self.selector = selectors.DefaultSelector()
@@ -243,7 +258,7 @@ class ChatServer:
             protocol.COMMAND_EXIT: self.handle_exit,
         }
         self.log.tick(time.time())
-        self.log("listening on " + format_address(*self.address))
+        self.log.always("listening on " + format_address(*self.address))
 
     @property
     def address(self):
@@ -369,7 +384,7 @@ class ChatServer:
         spin the loop."""
         if self._spare_fd is None:
             self._spare_fd = self._open_spare_fd()
-            self.log("out of file descriptors; cannot accept")
+            self.log.always("out of file descriptors; cannot accept")
             return
         os.close(self._spare_fd)
         self._spare_fd = None
@@ -399,15 +414,17 @@ class ChatServer:
             self._refuse_command(connection, f"ERROR: {error}")
             self._close_after_flush(connection, f"protocol error: {error}")
             return
-        fast_path = self.fast_path
+        self._serve_frames(connection, payloads)
+        if not (connection.closing or connection.closed):
+            self._track_partial_frame(connection, bool(payloads))
+
+    def _serve_frames(self, connection, payloads):
+        """Carry out each command of a read, in order, until one closes
+        the connection."""
         for payload in payloads:
-            if not (fast_path and payload[:4] == b"MSG "
-                    and connection.name is not None
-                    and self.relay_plain_msg(connection, payload)):
-                self._dispatch(connection, payload)
+            self._dispatch(connection, payload)
             if connection.closing or connection.closed:
                 return
-        self._track_partial_frame(connection, bool(payloads))
 
     def _track_partial_frame(self, connection, completed_frames):
         """Start the frame timer when an incomplete frame starts; stop it
@@ -512,35 +529,62 @@ class ChatServer:
             return
         self._deliver(connection, recipient, delivered)
 
-    def relay_plain_msg(self, connection, payload):
-        """The fast path of handle_msg, from a client with a name: relay
-        the common MSG without decoding it, or return False and leave it
-        to the general path.
+    def _relay_plain_msgs(self, connection, payloads):
+        """The fast path of _serve_frames and handle_msg: relay the common
+        MSG without decoding it; give every other frame, in its turn, to
+        the general path.
 
         It takes only what it reproduces exactly: ASCII, so that bytes are
-        characters and valid UTF-8; a recipient spelled as registered, so
-        that the lookup finds whom name_key would; a message that starts
-        with a character above space, so that it is neither empty nor all
-        white space; a delivery that fits in one frame.
+        characters and valid UTF-8; a sender with a name; a recipient
+        spelled as registered, so that the lookup finds whom name_key
+        would; a message that starts with a character above space, so that
+        it is neither empty nor all white space; a delivery that fits one
+        4-digit frame.  The log line is the one _deliver writes.
         """
-        recipient_name, _, message = payload[4:].partition(b" ")
-        recipient = self.clients_by_spelling.get(recipient_name)
-        if (recipient is None or not message or message[0] <= 32
-                or not payload.isascii()):
-            return False
-        delivered = connection.sent_prefix + message
-        if len(delivered) > protocol.MAX_MSG_LENGTH:
-            return False
-        self._deliver(connection, recipient, delivered)
-        return True
+        by_spelling = self.clients_by_spelling
+        unflushed = self._unflushed
+        max_outbox = self.max_outbox
+        log = self.log
+        prefix = connection.sent_prefix   # b"" without a name
+        for payload in payloads:
+            if prefix and payload[:4] == b"MSG ":
+                recipient_name, _, message = payload[4:].partition(b" ")
+                recipient = by_spelling.get(recipient_name)
+                size = len(prefix) + len(message)
+                if (recipient is not None and message and message[0] > 32
+                        and payload.isascii()
+                        and size <= protocol.MAX_MSG_LENGTH
+                        and recipient.decoder.width == FOUR_DIGITS):
+                    if log.room:
+                        log.per_message("%s sent %d bytes to %s",
+                                        connection, size, recipient.name)
+                    else:
+                        log.held_back += 1
+                    outbox = recipient.outbox
+                    if not outbox and not recipient.waiting_to_write:
+                        unflushed.append(recipient)
+                    outbox += HEADERS[size]
+                    outbox += prefix
+                    outbox += message
+                    if len(outbox) > max_outbox:
+                        self._drop_unread(recipient)
+                        if recipient is connection:
+                            return
+                    continue
+            self._dispatch(connection, payload)
+            if connection.closing or connection.closed:
+                return
+            prefix = connection.sent_prefix   # a NAME may have set it
 
     def _deliver(self, connection, recipient, delivered):
         """Queue a delivered message (bytes) to its recipient, and log it:
         who to whom and how long, never what."""
-        self.log.per_message(f"{connection} sent {len(delivered)} bytes to "
-                             f"{recipient.name}")
-        self._queue_frame(recipient, protocol.reply_frames(
-            delivered, recipient.decoder.width))
+        self.log.per_message("%s sent %d bytes to %s", connection,
+                             len(delivered), recipient.name)
+        width = recipient.decoder.width
+        self._queue_frame(recipient, (
+            protocol.frame(delivered) if width == protocol.LENGTH_FIELD_SIZE
+            else protocol.reply_frames(delivered, width)))
 
     @staticmethod
     def _msg_error(connection, recipient_name, message):
@@ -580,8 +624,8 @@ class ChatServer:
         frames = {}
         recipients = [client for client in self.clients_by_name.values()
                       if client is not connection]
-        self.log.per_message(f"{connection} sent {len(delivered)} bytes to "
-                             f"everyone ({len(recipients)} clients)")
+        self.log.per_message("%s sent %d bytes to everyone (%d clients)",
+                             connection, len(delivered), len(recipients))
         for recipient in recipients:
             width = recipient.decoder.width
             data = frames.get(width)
@@ -634,7 +678,7 @@ class ChatServer:
 
     def _refuse_command(self, connection, error):
         """Send an error reply, and log it."""
-        self.log.per_message(f"{connection}: {error}")
+        self.log.per_message("%s: %s", connection, error)
         self._queue(connection, error)
 
     # ------------------------------------------------------------- history
@@ -652,7 +696,7 @@ class ChatServer:
         self._use_history(self.history.commit)
 
     def _history_failed(self, error):
-        self.log(f"history switched off: {error}")
+        self.log.always(f"history switched off: {error}")
         self.history_off_reason = f"history is off after an error: {error}"
         history, self.history = self.history, None
         try:
@@ -674,8 +718,11 @@ class ChatServer:
             self._unflushed.append(connection)
         outbox += data
         if len(outbox) > self.max_outbox:
-            self._drop(connection, f"not reading: over {self.max_outbox} "
-                       "bytes waiting for it")
+            self._drop_unread(connection)
+
+    def _drop_unread(self, connection):
+        self._drop(connection, f"not reading: over {self.max_outbox} "
+                   "bytes waiting for it")
 
     def _flush(self):
         unflushed, self._unflushed = self._unflushed, []
@@ -764,7 +811,7 @@ class ChatServer:
     def _notify_shutdown(self):
         """Tell every client the server is going, and give the notices a
         moment to leave."""
-        self.log("shutting down")
+        self.log.always("shutting down")
         # Only writes matter now: a new connection or another signal must
         # not make the flush loop below spin.
         self.selector.unregister(self.listener)
@@ -885,9 +932,12 @@ def parse_arguments(argv=None):
     parser.add_argument("--no-fast-path", action="store_true",
                         help="relay every MSG by the general path (for "
                         "testing that both give the same; slower)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log every command with its text, messages "
-                        "included, and every line however many (slower)")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="log only the start, the end and failures")
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="log every command with its text, messages "
+                           "included, and every line however many (slower)")
     return parser.parse_args(argv)
 
 
@@ -895,7 +945,7 @@ def main(argv=None):
     arguments = parse_arguments(argv)
     log = EventLog(sys.stderr, per_second=(
         None if arguments.verbose or arguments.log_rate <= 0
-        else arguments.log_rate))
+        else arguments.log_rate), quiet=arguments.quiet)
     log.tick(time.time())
     open_files = raise_open_files_limit()
     max_clients = arguments.max_clients
@@ -927,12 +977,12 @@ def main(argv=None):
               f"{protocol.describe_error(error)}", file=sys.stderr)
         return 1
     if history is None:
-        log("history: off")
+        log.always("history: off")
     else:
-        log(f"history: {history.describe()}, the last "
-            f"{arguments.history_limit} broadcasts")
+        log.always(f"history: {history.describe()}, the last "
+                   f"{arguments.history_limit} broadcasts")
     for line in classroom_lines(arguments.host, server.address[1]):
-        log(line)
+        log.always(line)
     if arguments.verbose:
         log(f"open-files limit {open_files}, at most {max_clients} clients")
 

@@ -240,8 +240,8 @@ def test_client_that_stops_reading_is_dropped(start_server):
     else:
         pytest.fail("the client that stopped reading was never dropped")
     stuck.drain_until_closed()
-    assert "(Stuck) not reading: over 1048576 bytes waiting for it" in (
-        server.log())
+    assert wait_for(lambda: "(Stuck) not reading: over 1048576 bytes "
+                    "waiting for it" in server.log())
     talker = Peer(server.port).name("Talk")
     talker.send("MSG Witness still flowing")
     assert witness.receive() == "Talk sent still flowing"
@@ -256,7 +256,8 @@ def test_header_then_silence_is_closed_after_the_frame_timeout(start_server):
     witness.check()
     stalled.expect_closed()
     assert 0.9 < time.monotonic() - started < 4
-    assert "(Stalled) sent an incomplete frame and stalled" in server.log()
+    assert wait_for(lambda: "(Stalled) sent an incomplete frame and stalled"
+                    in server.log())
     assert witness.request("GET_NAMES") == "Witness"
 
 
