@@ -21,6 +21,7 @@ import sys
 import time
 
 import chat_protocol as protocol
+import chat_history
 from chat_history import HistoryError, HistoryStore
 
 RECEIVE_SIZE = 65536
@@ -41,8 +42,6 @@ IDLE_TIMEOUT = 0.5 if sys.platform == "win32" else None
 # The log shows at most this many lines a second (a flood is counted, not
 # shown, so that the log never slows the chat); -v shows every line.
 LOG_LINES_PER_SECOND = 200
-DEFAULT_HISTORY_FILE = "chat_history.sqlite3"
-DEFAULT_HISTORY_LIMIT = 10000
 HISTORY_DEFAULT_COUNT = 20
 HISTORY_MAX_COUNT = 100
 # What a history line adds before "<sender> sent to everyone: ...".
@@ -290,12 +289,14 @@ class ChatServer:
                         if mask & selectors.EVENT_WRITE and (
                                 not connection.closed):
                             self._write(connection)
+                # The turn's broadcasts are kept before anyone receives
+                # them: a kill -9 loses none that a client has seen.
+                if self.history is not None:
+                    self._use_history(self.history.commit)
                 if self._unflushed:
                     self._flush()
                 if self._timed:
                     self._expire(time.monotonic())
-                if self.history is not None:
-                    self._commit_history()
                 log.flush()
             self._notify_shutdown()
         finally:
@@ -322,9 +323,7 @@ class ChatServer:
             os.close(self._spare_fd)
             self._spare_fd = None
         if self.history is not None:
-            self._commit_history()
-            if self.history is not None:
-                self.history.close()
+            self._use_history(self.history.close)
 
     def _drain_wakeup(self):
         try:
@@ -567,8 +566,8 @@ class ChatServer:
                     outbox += prefix
                     outbox += message
                     if len(outbox) > max_outbox:
-                        self._drop_unread(recipient)
-                        if recipient is connection:
+                        self._make_room(recipient)
+                        if connection.closed:
                             return
                     continue
             self._dispatch(connection, payload)
@@ -633,8 +632,7 @@ class ChatServer:
                 data = frames[width] = protocol.reply_frames(delivered, width)
             self._queue_frame(recipient, data)
         if self.history is not None:
-            self._use_history(self.history.add, connection.name, argument,
-                              time.time())
+            self._use_history(self.history.add, connection.name, argument)
 
     def handle_history(self, connection, argument):
         """HISTORY [n]: the last n broadcasts, oldest first."""
@@ -656,10 +654,10 @@ class ChatServer:
             return
         if not entries:
             self._queue(connection, "[History] no broadcasts yet")
-        for when, sender, message in entries:
-            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
-            self._queue(connection, f"[History] {stamp} {sender} sent to "
-                        f"everyone: {message}")
+        for broadcast in entries:
+            self._queue(connection, f"[History] {broadcast.local_time} "
+                        f"{broadcast.sender} sent to everyone: "
+                        f"{broadcast.message}")
 
     def handle_help(self, connection, argument):
         """HELP [command]: the commands' usage, a line each."""
@@ -683,6 +681,11 @@ class ChatServer:
 
     # ------------------------------------------------------------- history
 
+    def keep_history(self, store):
+        """Keep BROADCASTs in ``store`` (a chat_history.HistoryStore)."""
+        self.history = store
+        self.history_off_reason = None
+
     def _use_history(self, method, *arguments):
         """Call a method of the history store; on a failure, log it once,
         switch history off and return None: the chat goes on."""
@@ -692,17 +695,15 @@ class ChatServer:
             self._history_failed(error)
             return None
 
-    def _commit_history(self):
-        self._use_history(self.history.commit)
-
     def _history_failed(self, error):
         self.log.always(f"history switched off: {error}")
-        self.history_off_reason = f"history is off after an error: {error}"
+        self.history_off_reason = ("history is off after an error with its "
+                                   "file")
         history, self.history = self.history, None
         try:
             history.close()
-        except Exception:  # it failed already; closing is best effort
-            pass
+        except HistoryError:
+            pass  # it failed already, and close() closes it anyway
 
     # ------------------------------------------------------------- writing
 
@@ -718,11 +719,17 @@ class ChatServer:
             self._unflushed.append(connection)
         outbox += data
         if len(outbox) > self.max_outbox:
-            self._drop_unread(connection)
+            self._make_room(connection)
 
-    def _drop_unread(self, connection):
-        self._drop(connection, f"not reading: over {self.max_outbox} "
-                   "bytes waiting for it")
+    def _make_room(self, connection):
+        """An outbox over the limit: write what the socket takes now, and
+        drop the client only if that is not enough.  (One loop turn may
+        queue a burst from many senders for a client that reads well.)"""
+        self._write(connection)
+        if not connection.closed and (
+                len(connection.outbox) > self.max_outbox):
+            self._drop(connection, f"not reading: over {self.max_outbox} "
+                       "bytes waiting for it")
 
     def _flush(self):
         unflushed, self._unflushed = self._unflushed, []
@@ -884,6 +891,18 @@ def port_number(text):
     return port
 
 
+def at_least_one(text):
+    """An argparse type: a whole number from 1."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number "
+                                         "from 1")
+    return number
+
+
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="A multi-user chat server (see README.md).")
@@ -902,14 +921,14 @@ def parse_arguments(argv=None):
                         "is read as it writes (default %(default)s)")
     history = parser.add_mutually_exclusive_group()
     history.add_argument("--history", metavar="FILE",
-                         default=DEFAULT_HISTORY_FILE,
+                         default=chat_history.DEFAULT_PATH,
                          help="the SQLite file that keeps the broadcasts "
                          "(default %(default)s; :memory: keeps them "
                          "until the server stops)")
     history.add_argument("--no-history", action="store_true",
                          help="keep no history")
-    parser.add_argument("--history-limit", type=int, metavar="N",
-                        default=DEFAULT_HISTORY_LIMIT,
+    parser.add_argument("--history-limit", type=at_least_one, metavar="N",
+                        default=chat_history.DEFAULT_LIMIT,
                         help="broadcasts kept; older ones are deleted "
                         "(default %(default)s)")
     parser.add_argument("--max-clients", type=int, default=None,
@@ -953,34 +972,37 @@ def main(argv=None):
         max_clients = default_max_clients(open_files)
     length_field = (protocol.AUTO if arguments.length_field == "auto"
                     else int(arguments.length_field))
+    try:
+        server = ChatServer(arguments.host, arguments.port,
+                            max_clients=max_clients,
+                            max_outbox=arguments.max_outbox,
+                            frame_timeout=arguments.frame_timeout,
+                            length_field=length_field, log=log,
+                            verbose=arguments.verbose,
+                            fast_path=not arguments.no_fast_path)
+    except OSError as error:
+        print(f"chat_server: cannot listen on "
+              f"{format_address(arguments.host, arguments.port)}: "
+              f"{protocol.describe_error(error)}", file=sys.stderr)
+        return 1
     history = None
     if not arguments.no_history:
         try:
             history = HistoryStore(arguments.history,
                                    limit=arguments.history_limit)
         except HistoryError as error:
+            server.close()
             print(f"chat_server: {error}", file=sys.stderr)
             return 1
-    try:
-        server = ChatServer(arguments.host, arguments.port,
-                            max_clients=max_clients,
-                            max_outbox=arguments.max_outbox,
-                            frame_timeout=arguments.frame_timeout,
-                            length_field=length_field, history=history,
-                            log=log, verbose=arguments.verbose,
-                            fast_path=not arguments.no_fast_path)
-    except OSError as error:
-        if history is not None:
-            history.close()
-        print(f"chat_server: cannot listen on "
-              f"{format_address(arguments.host, arguments.port)}: "
-              f"{protocol.describe_error(error)}", file=sys.stderr)
-        return 1
+        server.keep_history(history)
     if history is None:
         log.always("history: off")
     else:
-        log.always(f"history: {history.describe()}, the last "
-                   f"{arguments.history_limit} broadcasts")
+        where = ("in memory, until the server stops"
+                 if history.path == chat_history.MEMORY
+                 else os.path.abspath(history.path))
+        log.always(f"history: {where}; the last {history.limit} broadcasts "
+                   "are kept")
     for line in classroom_lines(arguments.host, server.address[1]):
         log.always(line)
     if arguments.verbose:
