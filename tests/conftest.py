@@ -1,6 +1,6 @@
 import pytest
 
-from support import Peer, ServerProcess
+from support import Peer, ServerProcess, mount_tmpfs, unmount
 
 
 @pytest.fixture
@@ -28,3 +28,15 @@ def connect(server):
     finally:
         for peer in peers:
             peer.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a file system of its own of 1 MiB (a real tmpfs)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mount_tmpfs(folder)
+    try:
+        yield folder
+    finally:
+        unmount(folder)

@@ -1,6 +1,7 @@
 """Real parts for the tests: a server process on a free port and clients
 on real sockets, all bounded by timeouts."""
 
+import errno
 import os
 import re
 import shutil
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import pytest
 
 import chat_protocol as protocol
 
@@ -29,6 +32,47 @@ def wait_for(predicate, timeout=TIMEOUT, interval=0.02):
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+# ------------------------------------------------- real file systems, as root
+
+def run(*command):
+    return subprocess.run(command, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def mount_tmpfs(folder, size="1m"):
+    """Mount a tmpfs of ``size`` on ``folder``, or skip the test."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    result = run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                 str(folder))
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {result.stderr.strip()}")
+
+
+def unmount(folder):
+    """Unmount ``folder``; fail if a file on it is still open."""
+    if run("umount", str(folder)).returncode != 0:
+        run("umount", "--lazy", str(folder))
+        raise AssertionError(f"{folder} was still in use: a file was left "
+                             "open")
+
+
+def fill(folder):
+    """Fill the file system of ``folder`` to the last byte; return the
+    filler's path."""
+    filler = os.path.join(folder, "filler")
+    with open(filler, "wb", buffering=0) as file:
+        size = 65536
+        while size:
+            try:
+                file.write(b"\0" * size)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC
+                size //= 2
+    assert os.statvfs(folder).f_bavail == 0
+    return filler
 
 
 class ServerProcess:
