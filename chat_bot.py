@@ -387,26 +387,10 @@ def bot_name(text):
     return text
 
 
-def port_number(text):
-    """argparse type: a TCP port, 1 to 65535."""
-    port = int(text)
-    if not 0 < port < 65536:
-        raise ValueError(text)
-    return port
-
-
 def positive_number(text):
     """argparse type: a number above 0."""
     number = float(text)
     if not number > 0:
-        raise ValueError(text)
-    return number
-
-
-def at_least_one(text):
-    """argparse type: a whole number from 1."""
-    number = int(text)
-    if number < 1:
         raise ValueError(text)
     return number
 
@@ -428,7 +412,7 @@ def parse_arguments(argv=None):
         "README.md).")
     parser.add_argument("--host", default=protocol.SERVER_IP,
                         help="the server's address (default %(default)s)")
-    parser.add_argument("--port", type=port_number,
+    parser.add_argument("--port", type=protocol.port_number,
                         default=protocol.SERVER_PORT,
                         help="the server's port (default %(default)s)")
     parser.add_argument("--name", type=bot_name, default=DEFAULT_NAME,
@@ -446,7 +430,7 @@ def parse_arguments(argv=None):
                         default=LLM_TIMEOUT, metavar="SECONDS",
                         help="how long to wait for the language model "
                         "(default %(default)g)")
-    parser.add_argument("--rate-limit", type=at_least_one,
+    parser.add_argument("--rate-limit", type=protocol.at_least_one,
                         default=RATE_LIMIT, metavar="N",
                         help="answer a sender only while it sends at most N "
                         f"messages in {RATE_WINDOW:g} seconds (default "

@@ -39,27 +39,6 @@ BACKSPACES = frozenset("\b\x7f")
 ENTERS = frozenset("\r\n")
 QUIT = None              # what LineEditor.feed() gives for Ctrl+C / Ctrl+D
 
-_NAMED_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def safe_text(text):
-    """``text`` with every control character in a visible escaped form, so
-    that text from other users cannot drive the terminal."""
-    if text.isprintable():
-        return text
-    shown = []
-    for char in text:
-        if char.isprintable() or unicodedata.category(char) in (
-                "Cf", "Zs", "Mn", "Mc", "Me"):
-            shown.append(char)
-        elif char in _NAMED_CONTROLS:
-            shown.append(_NAMED_CONTROLS[char])
-        elif ord(char) < 0x100:
-            shown.append(f"\\x{ord(char):02x}")
-        else:
-            shown.append(f"\\u{ord(char):04x}")
-    return "".join(shown)
-
 
 def columns(char):
     """How many terminal columns ``char`` takes."""
@@ -353,11 +332,13 @@ class ChatClient:
     def _show_received(self, payload):
         if self.show_frames:
             self._show_frame("received", protocol.frame(payload))
-        self._print(f"Server sent: {safe_text(protocol.decode(payload))}")
+        text = protocol.safe_text(protocol.decode(payload))
+        self._print(f"Server sent: {text}")
 
     def _show_frame(self, direction, frame):
         """With --show-frames: a frame's bytes, length field included."""
-        self._print(f"Frame {direction}: {safe_text(protocol.decode(frame))}")
+        text = protocol.safe_text(protocol.decode(frame))
+        self._print(f"Frame {direction}: {text}")
 
     def _print(self, line):
         self.output.write(line + "\n")
@@ -370,7 +351,8 @@ def parse_arguments(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=protocol.SERVER_IP,
                         help="the server's address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=protocol.SERVER_PORT,
+    parser.add_argument("--port", type=protocol.port_number,
+                        default=protocol.SERVER_PORT,
                         help="the server's port (default %(default)s)")
     parser.add_argument("--show-frames", action="store_true",
                         help="also print every frame sent and received, "

@@ -14,9 +14,11 @@ The framing itself is "sans-I/O": ``encode`` and ``reply_frames`` build
 frames and ``FrameDecoder`` is fed bytes however they arrive and hands back
 whole payloads.  ``send_message`` and ``receive_message`` are thin blocking
 helpers built on them.  Command parsing and name rules live here too, so
-every program agrees on them.
+every program agrees on them, and so do the few helpers that every program
+needs to show text and read its command line the same way.
 """
 
+import argparse
 import errno
 import socket
 import sys
@@ -488,3 +490,52 @@ def describe_error(error):
     if words is None:
         words = error.strerror or str(error) or type(error).__name__
     return words
+
+
+_NAMED_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def safe_text(text):
+    """``text`` with every control character in a visible escaped form, so
+    that text from other users cannot drive a terminal or a widget."""
+    if text.isprintable():
+        return text
+    shown = []
+    for char in text:
+        if char.isprintable() or unicodedata.category(char) in (
+                "Cf", "Zs", "Mn", "Mc", "Me"):
+            shown.append(char)
+        elif char in _NAMED_CONTROLS:
+            shown.append(_NAMED_CONTROLS[char])
+        elif ord(char) < 0x100:
+            shown.append(f"\\x{ord(char):02x}")
+        else:
+            shown.append(f"\\u{ord(char):04x}")
+    return "".join(shown)
+
+
+def _whole_number(text, lowest, highest, what):
+    """``text`` as an int from ``lowest`` to ``highest``, or an argparse
+    error naming ``what`` it should have been."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = lowest - 1
+    if not lowest <= number <= highest:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return number
+
+
+def listening_port(text):
+    """An argparse type: a port to listen on, 0 (any free port) to 65535."""
+    return _whole_number(text, 0, 65535, "a port number (0 to 65535)")
+
+
+def port_number(text):
+    """An argparse type: a port to connect to, 1 to 65535."""
+    return _whole_number(text, 1, 65535, "a port number (1 to 65535)")
+
+
+def at_least_one(text):
+    """An argparse type: a whole number from 1."""
+    return _whole_number(text, 1, sys.maxsize, "a whole number from 1")

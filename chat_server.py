@@ -879,30 +879,6 @@ def classroom_lines(host, port):
     return lines
 
 
-def port_number(text):
-    """An argparse type: a TCP port, 0 to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a port number (0 to 65535)")
-    return port
-
-
-def at_least_one(text):
-    """An argparse type: a whole number from 1."""
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number "
-                                         "from 1")
-    return number
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="A multi-user chat server (see README.md).")
@@ -910,7 +886,7 @@ def parse_arguments(argv=None):
                         help="address to listen on (default %(default)s; "
                         "0.0.0.0 opens it to the network, :: too over "
                         "IPv6)")
-    parser.add_argument("--port", type=port_number,
+    parser.add_argument("--port", type=protocol.listening_port,
                         default=protocol.SERVER_PORT,
                         help="port to listen on (default %(default)s; "
                         "0 picks a free one)")
@@ -927,7 +903,8 @@ def parse_arguments(argv=None):
                          "until the server stops)")
     history.add_argument("--no-history", action="store_true",
                          help="keep no history")
-    parser.add_argument("--history-limit", type=at_least_one, metavar="N",
+    parser.add_argument("--history-limit", type=protocol.at_least_one,
+                        metavar="N",
                         default=chat_history.DEFAULT_LIMIT,
                         help="broadcasts kept; older ones are deleted "
                         "(default %(default)s)")

@@ -376,8 +376,8 @@ def test_ctrl_c_while_the_server_is_away(start_bot):
      "digits, '_' or '-'"),
     (["--llm", "localhost:11434"], "argument --llm: give the whole "
      "address, such as http://localhost:11434/v1/chat/completions"),
-    (["--port", "70000"], "argument --port: invalid port_number value: "
-     "'70000'"),
+    (["--port", "70000"], "argument --port: '70000' is not a port number "
+     "(1 to 65535)"),
 ])
 def test_bad_arguments_get_one_line(arguments, error):
     result = subprocess.run([sys.executable, BOT, *arguments], cwd=ROOT,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import chat_protocol as protocol
-from chat_client import LineEditor, QUIT, WindowsConsole, safe_text
+from chat_client import LineEditor, QUIT, WindowsConsole
 from support import CLIENT, ROOT, Peer, TerminalClient
 
 posix_only = pytest.mark.skipif(sys.platform == "win32",
@@ -315,16 +315,3 @@ def test_line_editor_erases_wide_characters():
     editor = LineEditor(screen)
     assert editor.feed("名\x7f\r") == [""]
     assert "".join(screen.written) == "名\b\b  \b\b\n"
-
-
-@pytest.mark.parametrize("text, shown", [
-    ("plain שלום 🎉", "plain שלום 🎉"),
-    ("\x1b[2J", "\\x1b[2J"),
-    ("bell\x07", "bell\\x07"),
-    ("a\tb\r\nc", "a\\tb\\r\\nc"),
-    ("\x7f\x9b\x85", "\\x7f\\x9b\\x85"),
-    ("\u2028", "\\u2028"),
-    ("\u200d\u200f", "\u200d\u200f"),
-])
-def test_safe_text(text, shown):
-    assert safe_text(text) == shown

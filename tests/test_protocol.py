@@ -1,6 +1,7 @@
 """The framing and parsing of chat_protocol, without sockets, then its
 blocking helpers over a real socket pair."""
 
+import argparse
 import socket
 import threading
 
@@ -393,3 +394,41 @@ def test_two_digit_round_trip_over_random_texts_and_splits(texts, cuts):
         start = offset
     assert [payload.decode() for payload in received] == texts
     assert decoder.width == 2
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("plain שלום 🎉", "plain שלום 🎉"),
+    ("\x1b[2J", "\\x1b[2J"),
+    ("bell\x07", "bell\\x07"),
+    ("a\tb\r\nc", "a\\tb\\r\\nc"),
+    ("\x7f\x9b\x85", "\\x7f\\x9b\\x85"),
+    ("\u2028", "\\u2028"),
+    ("\u200d\u200f", "\u200d\u200f"),
+])
+def test_safe_text(text, shown):
+    assert protocol.safe_text(text) == shown
+
+
+@pytest.mark.parametrize("argument, text, value", [
+    (protocol.listening_port, "0", 0),
+    (protocol.listening_port, "65535", 65535),
+    (protocol.port_number, "1", 1),
+    (protocol.at_least_one, "7", 7),
+])
+def test_argument_types_accept(argument, text, value):
+    assert argument(text) == value
+
+
+@pytest.mark.parametrize("argument, text, error", [
+    (protocol.listening_port, "65536", "'65536' is not a port number "
+     "(0 to 65535)"),
+    (protocol.listening_port, "-1", "'-1' is not a port number (0 to 65535)"),
+    (protocol.port_number, "0", "'0' is not a port number (1 to 65535)"),
+    (protocol.port_number, "http", "'http' is not a port number "
+     "(1 to 65535)"),
+    (protocol.at_least_one, "0", "'0' is not a whole number from 1"),
+])
+def test_argument_types_refuse_with_a_reason(argument, text, error):
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
+        argument(text)
+    assert str(refused.value) == error
