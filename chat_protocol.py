@@ -95,10 +95,12 @@ class MessageTooLongError(ValueError):
     """A payload does not fit in one frame."""
 
 
-# Length fields read and written through tables: a dictionary lookup both
-# checks that a 4-byte header is four ASCII digits and gives its value.
-_HEADERS = [b"%04d" % length for length in range(MAX_MSG_LENGTH + 1)]
-_HEADER_LENGTHS = {header: length for length, header in enumerate(_HEADERS)}
+# Length fields are read and written through tables: HEADERS[n] is the
+# 4-digit field for n (the server's fast path uses it too), and a dictionary
+# lookup both checks that a 4-byte header is four ASCII digits and gives its
+# value.
+HEADERS = [b"%04d" % length for length in range(MAX_MSG_LENGTH + 1)]
+_HEADER_LENGTHS = {header: length for length, header in enumerate(HEADERS)}
 _SHORT_HEADERS = [b"%02d" % length
                   for length in range(MAX_SHORT_MSG_LENGTH + 1)]
 _DIGITS = frozenset(b"0123456789")
@@ -113,7 +115,7 @@ def frame(payload):
         raise MessageTooLongError(
             f"a message is at most {MAX_MSG_LENGTH} bytes, "
             f"this one is {len(payload)}")
-    return _HEADERS[len(payload)] + payload
+    return HEADERS[len(payload)] + payload
 
 
 def encode(text, length_field=LENGTH_FIELD_SIZE):

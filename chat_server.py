@@ -26,7 +26,7 @@ from chat_history import HistoryError, HistoryStore
 
 RECEIVE_SIZE = 65536
 FOUR_DIGITS = protocol.LENGTH_FIELD_SIZE
-HEADERS = protocol._HEADERS
+HEADERS = protocol.HEADERS
 DEFAULT_MAX_OUTBOX = 1024 * 1024
 DEFAULT_FRAME_TIMEOUT = 30.0
 # File descriptors kept for the listener, the selector, the standard
