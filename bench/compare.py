@@ -151,15 +151,19 @@ def report(results, checkouts):
                       for index, path in enumerate(checkouts)))
     for name, sides in results.items():
         for key in MEASUREMENTS[name][1]:
-            columns = [statistics.median(float(values[key])
-                                         for values in side)
+            # A checkout that cannot do a measurement (an old server and a
+            # 2-digit load) has no value there: "-".
+            columns = [[float(values[key]) for values in side
+                        if values.get("ok") == "1" and key in values]
                        for side in sides]
             line = f"{name:22} {key:17}" + "".join(
-                f" {value:14,.1f}" for value in columns)
+                f" {statistics.median(column):14,.1f}" if column
+                else f" {'-':>14}" for column in columns)
             if len(sides) == 2:
                 ratios = [float(after[key]) / float(before[key])
                           for before, after in zip(*sides)
-                          if float(before[key])]
+                          if before.get("ok") == after.get("ok") == "1"
+                          and float(before[key])]
                 if ratios:
                     line += f"   ratio {statistics.median(ratios):.2f}"
             print(line)
