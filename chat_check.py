@@ -134,10 +134,12 @@ class Connection:
     def send_bytes(self, data):
         self.sock.sendall(data)
 
-    def receive(self, timeout=None):
-        """The next frame's text, or None if none came within ``timeout``
-        (default: the checker's) or the server ended the connection."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+    def receive(self, deadline=None):
+        """The next frame's text, or None if none came by ``deadline`` (a
+        time.monotonic() value; default: the checker's timeout from now)
+        or the server ended the connection."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
         while not self.received and self.ended is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -185,8 +187,10 @@ class Connection:
         ``live`` is in it; return its frames and their words."""
         frames = []
         found = []
+        # One deadline for the whole answer, however many frames come.
+        deadline = time.monotonic() + self.timeout
         while not all(name in found for name in live):
-            text = self.receive()
+            text = self.receive(deadline)
             if text is None:
                 raise CheckFailed(
                     "GET_NAMES does not list every live name", sent,
@@ -209,8 +213,9 @@ class Connection:
         until now."""
         self.send("GET_NAMES")
         before = []
+        deadline = time.monotonic() + self.timeout
         while True:
-            text = self.receive()
+            text = self.receive(deadline)
             if text is None:
                 raise CheckFailed("no answer to GET_NAMES", "GET_NAMES",
                                   "a list holding " + self.name,
@@ -223,8 +228,9 @@ class Connection:
         """Read until the server ends the connection or the time is up;
         return the frames that came."""
         frames = []
+        deadline = time.monotonic() + self.timeout
         while True:
-            text = self.receive()
+            text = self.receive(deadline)
             if text is None:
                 return frames
             frames.append(text)
@@ -899,7 +905,9 @@ def length_field(text):
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="Grade a running chat server: one line per check, "
-        "and a score.")
+        "and a score.",
+        epilog="Exit status: 0 if every check passed, 1 if some did not, "
+        "2 if the server cannot be talked to at all.")
     parser.add_argument("--host", default=protocol.SERVER_IP,
                         help="the server's address (default %(default)s)")
     parser.add_argument("--port", type=protocol.port_number,
