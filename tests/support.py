@@ -76,7 +76,9 @@ def fill(folder):
 
 
 class ServerProcess:
-    """``python chat_server.py --port 0 ...`` in a child process.
+    """``python chat_server.py --port 0 ...`` in a child process (or
+    another server ``script`` that takes --port and logs the same
+    "listening on" line).
 
     It runs in a temporary directory of its own, where it keeps its history
     file, removed after.  Its log goes to a file (a pipe could fill up and
@@ -84,12 +86,12 @@ class ServerProcess:
     "listening on" line.
     """
 
-    def __init__(self, *arguments, preexec_fn=None):
+    def __init__(self, *arguments, script=SERVER, preexec_fn=None):
         self.directory = tempfile.mkdtemp(prefix="chat_server_")
         self.log_file = open(os.path.join(self.directory, "server.log"),
                              "w+")
         self.process = subprocess.Popen(
-            [sys.executable, SERVER, "--port", "0", *arguments],
+            [sys.executable, script, "--port", "0", *arguments],
             cwd=self.directory, stdin=subprocess.DEVNULL,
             stdout=self.log_file, stderr=subprocess.STDOUT,
             preexec_fn=preexec_fn)
