@@ -387,14 +387,6 @@ def bot_name(text):
     return text
 
 
-def positive_number(text):
-    """argparse type: a number above 0."""
-    number = float(text)
-    if not number > 0:
-        raise ValueError(text)
-    return number
-
-
 def endpoint_url(text):
     """argparse type: an http:// or https:// address."""
     parts = urllib.parse.urlsplit(text)
@@ -426,7 +418,7 @@ def parse_arguments(argv=None):
                         " (llama.cpp)")
     parser.add_argument("--llm-model", default=LLM_MODEL, metavar="MODEL",
                         help="the model to ask for (default %(default)s)")
-    parser.add_argument("--llm-timeout", type=positive_number,
+    parser.add_argument("--llm-timeout", type=protocol.seconds,
                         default=LLM_TIMEOUT, metavar="SECONDS",
                         help="how long to wait for the language model "
                         "(default %(default)g)")
@@ -435,11 +427,11 @@ def parse_arguments(argv=None):
                         help="answer a sender only while it sends at most N "
                         f"messages in {RATE_WINDOW:g} seconds (default "
                         "%(default)s)")
-    parser.add_argument("--retry-delay", type=positive_number,
+    parser.add_argument("--retry-delay", type=protocol.seconds,
                         default=RETRY_DELAY, metavar="SECONDS",
                         help="the first wait before reconnecting "
                         "(default %(default)g)")
-    parser.add_argument("--max-retry-delay", type=positive_number,
+    parser.add_argument("--max-retry-delay", type=protocol.seconds,
                         default=MAX_RETRY_DELAY, metavar="SECONDS",
                         help="the wait doubles after each failure up to "
                         "this (default %(default)g)")

@@ -76,18 +76,6 @@ def shorten(text, limit=MAX_QUOTE):
     return text[:limit] + f"... ({len(text)} characters)"
 
 
-def positive_seconds(text):
-    """An argparse type: a number of seconds above zero."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < 3600:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds above 0")
-    return seconds
-
-
 class CheckFailed(Exception):
     """A check saw the server do something wrong."""
 
@@ -924,7 +912,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--strict", action="store_true",
                         help="also check the exact wording of this "
                         "project's replies")
-    parser.add_argument("--timeout", type=positive_seconds,
+    parser.add_argument("--timeout", type=protocol.seconds,
                         default=DEFAULT_TIMEOUT, metavar="S",
                         help="the longest wait for a reply, in seconds "
                         "(default %(default)g)")

@@ -538,6 +538,18 @@ def port_number(text):
     return _whole_number(text, 1, 65535, "a port number (1 to 65535)")
 
 
+def seconds(text):
+    """An argparse type: a number of seconds above 0 (and below a day)."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = 0.0
+    if not 0 < number < 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0")
+    return number
+
+
 def at_least_one(text):
     """An argparse type: a whole number from 1."""
     return _whole_number(text, 1, sys.maxsize, "a whole number from 1")

@@ -916,7 +916,7 @@ def parse_arguments(argv=None):
                         help="bytes that may wait for a client that is not "
                         "reading before it is disconnected "
                         "(default %(default)s)")
-    parser.add_argument("--frame-timeout", type=float,
+    parser.add_argument("--frame-timeout", type=protocol.seconds,
                         default=DEFAULT_FRAME_TIMEOUT,
                         help="seconds a client may take to finish a frame "
                         "it started (default %(default)s)")

@@ -432,3 +432,12 @@ def test_argument_types_refuse_with_a_reason(argument, text, error):
     with pytest.raises(argparse.ArgumentTypeError) as refused:
         argument(text)
     assert str(refused.value) == error
+
+
+def test_seconds_argument():
+    assert protocol.seconds("0.5") == 0.5
+    for text in ("0", "-1", "soon", "nan", "86400"):
+        with pytest.raises(argparse.ArgumentTypeError) as refused:
+            protocol.seconds(text)
+        assert str(refused.value) == (f"{text!r} is not a number of "
+                                      "seconds above 0")
