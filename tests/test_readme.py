@@ -197,6 +197,10 @@ def run_one(folder, command, server):
         assert status == 0, output
         assert "Server sent: Hello Readme" in output
         assert "Server sent: Readme" in output
+    elif command.startswith("python3 chat_check.py"):
+        status, output = run(folder, command)
+        assert status == 0, output
+        assert "\nscore: " in output and "FAIL" not in output
     elif command.startswith("python3 chat_bot.py"):
         bot = Running(folder, command)
         try:
