@@ -14,6 +14,32 @@ def server():
 
 
 @pytest.fixture
+def start_server():
+    """start_server(*arguments, preexec_fn=None) -> a server process.
+
+    After the test each one is stopped; one that the test did not stop or
+    wait for must still be running, and no log may hold a traceback."""
+    servers = []
+
+    def start(*arguments, preexec_fn=None):
+        server = ServerProcess(*arguments, preexec_fn=preexec_fn)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            # returncode is set only once the test has waited for it.
+            ended_by_the_test = server.process.returncode is not None
+            running = server.running()
+            log = server.log()
+            server.cleanup()
+            assert running or ended_by_the_test, "the server died:\n" + log
+            assert "Traceback" not in log, log
+
+
+@pytest.fixture
 def connect(server):
     """connect() -> a Peer on the server; every Peer is closed after."""
     peers = []

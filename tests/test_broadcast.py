@@ -17,25 +17,6 @@ from support import SERVER, Peer, ServerProcess, fill, wait_for
 HISTORY_PREFIX_LENGTH = 27
 
 
-@pytest.fixture
-def start_server():
-    """start_server(*arguments) -> a server process; all stopped after."""
-    servers = []
-
-    def start(*arguments):
-        server = ServerProcess(*arguments)
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            log = server.log()
-            server.cleanup()
-            assert "Traceback" not in log, log
-
-
 def minutes_around(action):
     """Run action(); return the local times (to the minute) it may have
     happened in."""

@@ -32,28 +32,6 @@ class Witness(Peer):
         assert self.request("MSG witness ping") == "Witness sent ping"
 
 
-@pytest.fixture
-def start_server():
-    """start_server(*arguments) -> a server process; each one is checked
-    to be still running, without a traceback, and then stopped."""
-    servers = []
-
-    def start(*arguments, preexec_fn=None):
-        server = ServerProcess(*arguments, preexec_fn=preexec_fn)
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            log = server.log()
-            running = server.running()
-            server.cleanup()
-            assert running, "the server died:\n" + log
-            assert "Traceback" not in log, log
-
-
 def cpu_seconds(pid):
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
