@@ -167,7 +167,8 @@ class ChatWindow:
         root.rowconfigure(0, weight=1)
 
         self.conversation = tkinter.Text(
-            root, width=60, height=20, wrap="word", state="disabled")
+            root, width=60, height=20, wrap="word", state="disabled",
+            padx=4, pady=4)
         scrollbar = tkinter.Scrollbar(root,
                                       command=self.conversation.yview)
         self.conversation["yscrollcommand"] = scrollbar.set
