@@ -22,6 +22,7 @@ conversation as usual (and fills the list too).
 
 import argparse
 import collections
+import signal
 import socket
 import sys
 import tkinter
@@ -414,6 +415,11 @@ def run_window(sock, title):
     try:
         root = tkinter.Tk()
         window = ChatWindow(root, sock, title=title)
+        # Ctrl+C leaves as the close button does, once Tk is between
+        # events (a KeyboardInterrupt inside a Tk callback would only be
+        # reported and ignored).
+        signal.signal(signal.SIGINT,
+                      lambda signum, frame: root.after_idle(window.close))
         root.mainloop()
     except tkinter.TclError as error:
         print(f"Cannot open a window: {error}", file=sys.stderr)

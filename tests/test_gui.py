@@ -295,6 +295,69 @@ def test_lost_connection_disables_the_entry(root, server):
     assert conversation(window).endswith("lost.\n")
 
 
+def test_hebrew_and_emoji_travel_both_ways(root, server, peers):
+    window = open_window(root, server)
+    type_and_wait(window, "NAME A", "Server sent: Hello A\n")
+    peers.append(Peer(server.port).name("דנה"))
+    type_line(window, "MSG דנה שלום 😀")
+    assert peers[0].receive() == "A sent שלום 😀"
+    peers[0].send("MSG A תודה 👍")
+    pump(root, lambda: conversation(window).endswith(
+        "Server sent: דנה sent תודה "
+        "👍\n"))
+
+
+@pytest.mark.parametrize("watch", ["FileHandlerWatch", "PollingWatch"])
+def test_writes_never_block_the_window(root, watch):
+    """A peer that does not read: what the socket does not take waits in
+    the outbox, the window goes on, and every byte arrives in order once
+    the peer reads."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.connect(listener.getsockname())
+    peer, _ = listener.accept()
+    listener.close()
+    try:
+        window = chat_gui.ChatWindow(root, sock,
+                                     watch=getattr(chat_gui, watch))
+        root.update()
+        lines = [f"MSG B {number:04d}" + "x" * 9980 for number in range(12)]
+        for line in lines:
+            type_line(window, line)
+        root.update()
+        assert len(window.outbox) > 50000   # queued, not blocked on
+        expected = b"0009GET_NAMES" + b"".join(
+            b"9990" + line.encode() for line in lines)
+        received = bytearray()
+        peer.setblocking(False)
+
+        def all_received():
+            try:
+                received.extend(peer.recv(65536))
+            except BlockingIOError:
+                pass
+            return len(received) >= len(expected)
+
+        pump(root, all_received)
+        assert bytes(received) == expected
+        assert window.outbox == bytearray()
+    finally:
+        peer.close()
+
+
+def test_closing_the_window_says_exit(root, server, connect):
+    window = open_window(root, server)
+    type_and_wait(window, "NAME A", "Server sent: Hello A\n")
+    root.tk.call(root.protocol("WM_DELETE_WINDOW"))   # the close button
+    with pytest.raises(tkinter.TclError):
+        root.winfo_exists()   # the window is gone
+    observer = connect()
+    assert wait_for(lambda: observer.request("GET_NAMES") == "")
+    assert server.log().count(" left") == 1
+
+
 def test_a_line_too_long_is_refused_and_kept(root, server):
     window = open_window(root, server)
     line = "MSG B " + "x" * 9994
@@ -339,6 +402,15 @@ def test_a_bad_port_is_refused():
     assert result.stderr.splitlines()[-1] == (
         "chat_gui.py: error: argument --port: '99999' is not a port number "
         "(1 to 65535)")
+
+
+def test_no_display_is_one_line_and_status_1(server):
+    environment = dict(os.environ)
+    environment.pop("DISPLAY", None)
+    result = run_gui("--port", str(server.port), env=environment)
+    assert result.returncode == 1
+    assert result.stderr == ("Cannot open a window: no display name and no "
+                             "$DISPLAY environment variable\n")
 
 
 def test_the_program_runs_and_stops_on_ctrl_c(display):
