@@ -146,6 +146,8 @@ class ChatWindow:
         # True if the user typed it (its reply is shown), False if the
         # window sent it for the names list (its reply is not).
         self.names_requests = collections.deque()
+        # The names asked for with NAME, not yet greeted with "Hello".
+        self.names_asked = collections.deque()
         self.leaving = False
         self._exit_timer = None
         self.connected = True
@@ -267,6 +269,8 @@ class ChatWindow:
             return "break"
         if command == protocol.COMMAND_GET_NAMES and not argument.strip():
             self.names_requests.append(True)
+        elif command == protocol.COMMAND_NAME:
+            self.names_asked.append(argument.strip())
         self._send(data)
         return "break"  # no other binding of Enter
 
@@ -351,7 +355,9 @@ class ChatWindow:
         if self.leaving and text == protocol.COMMAND_EXIT:
             self._left()
             return
-        if self.names_requests and is_names_list(text):
+        greeted = self._greeted(text)
+        if (greeted is None and self.names_requests
+                and is_names_list(text)):
             shown = self.names_requests.popleft()
             self.show_names(text)
             if not shown:
@@ -362,10 +368,21 @@ class ChatWindow:
         elif text.startswith(NOTICE_PREFIX):
             tag = "notice"
         self.show_line(f"Server sent: {protocol.safe_text(text)}", tag)
-        name = text[len(HELLO_PREFIX):]
-        if text.startswith(HELLO_PREFIX) and protocol.is_valid_name(name):
-            self.root.title(f"{name} - {self.title}")
+        if greeted is not None:
+            self.root.title(f"{greeted} - {self.title}")
             self.refresh_names()
+
+    def _greeted(self, text):
+        """The name, if ``text`` is the reply "Hello <name>" to a NAME the
+        user sent.  ("Hello A" could also be a list of two names.)"""
+        name = text[len(HELLO_PREFIX):]
+        if not text.startswith(HELLO_PREFIX) or name not in self.names_asked:
+            return None
+        # Replies come in order: the NAMEs asked before this one were
+        # refused.
+        while self.names_asked.popleft() != name:
+            pass
+        return name
 
     def _lost(self):
         self.show_line(LOST_CONNECTION, "error")
