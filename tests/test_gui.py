@@ -195,7 +195,6 @@ def test_example_run_played_in_the_window(root, server, peers):
         "MSG B HELLO\n", "EXIT\n"]
     assert str(window.entry["state"]) == "disabled"
     assert window.exit_status == 0
-    assert "EXIT" not in conversation(window).replace("\nEXIT\n", "")
 
 
 def test_automatic_names_requests_fill_the_list_only(root, server, peers):
@@ -410,6 +409,8 @@ def test_a_bad_port_is_refused():
         "(1 to 65535)")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="Tk needs no X display on Windows and macOS")
 def test_no_display_is_one_line_and_status_1(server):
     environment = dict(os.environ)
     environment.pop("DISPLAY", None)
