@@ -29,6 +29,13 @@ import tkinter
 
 import chat_protocol as protocol
 
+COMMANDS_HELP = "commands, typed in the entry:\n" + "".join(
+    f"  {line}\n" for line in protocol.help_lines()) + """
+Enter or Send sends the line; a click on a name starts MSG <name>.  Exit
+status: 0 after EXIT, the close button or Ctrl+C; 1 if the server cannot be
+reached or the connection was lost.
+"""
+
 RECEIVE_SIZE = 65536
 MAX_LINES = 5000          # the conversation keeps this many last lines
 POLL_MS = 20              # how often Windows polls the socket
@@ -403,7 +410,9 @@ class ChatWindow:
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
-        description="The chat in a window (see README.md).")
+        description="The chat in a window (see README.md).",
+        epilog=COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=protocol.SERVER_IP,
                         help="the server's address (default %(default)s)")
     parser.add_argument("--port", type=protocol.port_number,

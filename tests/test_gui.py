@@ -440,3 +440,10 @@ def test_the_program_runs_and_stops_on_ctrl_c(display):
         assert wait_for(lambda: ": EXIT" in server.log()), server.log()
     finally:
         server.cleanup()
+
+
+def test_help_lists_the_commands():
+    result = run_gui("--help")
+    assert result.returncode == 0
+    assert "  MSG <name> <message>  send <message> to <name> only\n" in \
+        result.stdout
