@@ -334,28 +334,29 @@ class ChatWindow:
             self.watch.want_writable(bool(self.outbox))
 
     def _receive(self):
-        """Read what has arrived and show it."""
-        while self.connected:
-            try:
-                data = self.sock.recv(RECEIVE_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            try:
-                payloads = self.decoder.feed(data) if data else None
-            except protocol.ProtocolError:
-                payloads = None
-            for payload in payloads or ():
-                self._handle(protocol.decode(payload))
-                if not self.connected:
-                    return  # the user has left: the window may be gone
-            if payloads is None:
-                if self.leaving:
-                    self._left()
-                else:
-                    self._lost()
-                return
+        """Read what has arrived and show it.  One read a call: if more
+        is waiting, Tk calls again, after the window's own events."""
+        if not self.connected:
+            return
+        try:
+            data = self.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        try:
+            payloads = self.decoder.feed(data) if data else None
+        except protocol.ProtocolError:
+            payloads = None
+        for payload in payloads or ():
+            self._handle(protocol.decode(payload))
+            if not self.connected:
+                return  # the user has left: the window may be gone
+        if payloads is None:
+            if self.leaving:
+                self._left()
+            else:
+                self._lost()
 
     def _handle(self, text):
         """Show one frame from the server, or give it to the names list."""
