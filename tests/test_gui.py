@@ -3,8 +3,6 @@ against a real server process.  Events are generated on the real widgets
 and the Tk loop is pumped with update() until what is awaited shows."""
 
 import os
-import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,44 +35,6 @@ MSG B HELLO
 Server sent: B sent HELLO
 EXIT
 """
-
-
-@pytest.fixture(scope="module")
-def display():
-    """A real X server (Xvfb) on a free display; DISPLAY names it."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (Debian: apt-get install xvfb)")
-    # -displayfd: Xvfb picks a free display and writes its number to us.
-    reader, writer = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(writer), "-screen", "0", "1024x768x24",
-         "-nolisten", "tcp"],
-        pass_fds=(writer,), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    os.close(writer)
-    number = b""
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            if select.select([reader], [], [], 0.1)[0]:
-                chunk = os.read(reader, 16)
-                if not chunk:
-                    break
-                number += chunk
-        if not number.strip().isdigit():
-            pytest.skip("Xvfb did not start")
-        saved = os.environ.get("DISPLAY")
-        os.environ["DISPLAY"] = ":" + number.decode().strip()
-        yield os.environ["DISPLAY"]
-    finally:
-        os.close(reader)
-        xvfb.terminate()
-        xvfb.wait(TIMEOUT)
-        if number.strip().isdigit():
-            if saved is None:
-                del os.environ["DISPLAY"]
-            else:
-                os.environ["DISPLAY"] = saved
 
 
 @pytest.fixture

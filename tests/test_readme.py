@@ -24,6 +24,8 @@ from support import ROOT, TIMEOUT, wait_for
 
 README = os.path.join(ROOT, "README.md")
 PORT = protocol.SERVER_PORT
+# Run with a display, by their own test.
+WINDOW_COMMANDS = ("python3 chat_gui.py", "python3 docs/screenshot_gui.py")
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="the README's commands are run on "
@@ -161,7 +163,7 @@ def test_every_program_command_runs_as_written(folder):
     the README against it; each must do what the README says."""
     if port_in_use():
         pytest.skip(f"port {PORT} is in use: the README's commands need it")
-    commands = program_commands()
+    commands = [c for c in program_commands() if c not in WINDOW_COMMANDS]
     servers = [c for c in commands if c.startswith("python3 chat_server.py")]
     others = [c for c in commands if c not in servers]
     assert servers[0] == "python3 chat_server.py"
@@ -183,6 +185,34 @@ def test_every_program_command_runs_as_written(folder):
     assert "Traceback" not in server.text()
 
 
+def test_the_window_commands_run_as_written(folder, display):
+    assert [c for c in program_commands() if c in WINDOW_COMMANDS] == list(
+        WINDOW_COMMANDS)
+    if port_in_use():
+        pytest.skip(f"port {PORT} is in use: the README's commands need it")
+    server = Running(folder, "python3 chat_server.py")
+    try:
+        server.wait_for(f"listening on 127.0.0.1:{PORT}")
+        window = Running(folder, "python3 chat_gui.py")
+        try:
+            server.wait_for(") connected")
+        finally:
+            status = window.stop()
+        assert status == 0, window.text()
+        assert wait_for(lambda: "closed the connection" in server.text()
+                        or "left" in server.text())
+    finally:
+        assert server.stop() == 0, server.text()
+    if shutil.which("xwd") is None:
+        pytest.skip("xwd is not installed (Debian: apt-get install x11-apps)")
+    shutil.copytree(os.path.join(ROOT, "docs"), folder / "docs")
+    (folder / "docs" / "chat_gui.png").unlink()
+    status, output = run(folder, "python3 docs/screenshot_gui.py")
+    assert status == 0, output
+    with open(folder / "docs" / "chat_gui.png", "rb") as picture:
+        assert picture.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def run_one(folder, command, server):
     """Run one README command against the running server and check it."""
     if command == "python3 --version":
@@ -191,7 +221,7 @@ def run_one(folder, command, server):
     elif command.startswith("python3 chat_client.py --help"):
         status, output = run(folder, command)
         assert status == 0
-        assert "\n".join(protocol.help_lines()) in output
+        assert all(f"  {line}\n" in output for line in protocol.help_lines())
     elif command.startswith("python3 chat_client.py"):
         status, output = run(folder, command, "NAME Readme\nGET_NAMES\n")
         assert status == 0, output
