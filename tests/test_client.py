@@ -1,6 +1,8 @@
 """The terminal client, driven through a real pseudo-terminal against a
 real server process; its screen is rendered by a VT100 emulator."""
 
+import io
+import os
 import socket
 import subprocess
 import sys
@@ -8,7 +10,10 @@ import sys
 import pytest
 
 import chat_protocol as protocol
-from chat_client import LineEditor, QUIT, WindowsConsole
+from chat_client import (DELETE, DOWN, END, HOME, LEFT, RIGHT, UP,
+                         ChatClient, EscapeSequences, LineEditor,
+                         WindowsConsole, columns, configure_output, connect,
+                         split_clusters)
 from support import CLIENT, ROOT, Peer, TerminalClient
 
 posix_only = pytest.mark.skipif(sys.platform == "win32",
@@ -161,15 +166,19 @@ def test_server_killed_mid_session(server, terminal):
 
 @posix_only
 def test_server_shutting_down(server, terminal):
+    """Issue 8.10: after the notice, the close is an orderly end (status
+    0), and the half-typed line stays on the screen as it was."""
     a = terminal()
     a.type("GET_NA")
     a.wait_for("GET_NA")
     assert server.stop() == 0
-    assert a.wait_exit() == 1
+    assert a.wait_exit() == 0
     assert a.lines() == HEADER + [
         "Server sent: SERVER: the server is shutting down",
-        "Connection to the server was lost.",
+        "GET_NA",
+        "The server has shut down.",
     ]
+    assert a.attributes() == a.attributes_before
 
 
 def free_port():
@@ -263,55 +272,313 @@ def test_show_frames_prints_the_exact_frames(server, terminal):
     ]
 
 
-def test_help_explains_the_commands():
-    result = subprocess.run([sys.executable, CLIENT, "--help"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=10)
-    assert result.returncode == 0
-    for usage in protocol.COMMAND_USAGE.values():
-        assert usage in result.stdout
+HELP_EPILOG = """\
+commands:
+  NAME <name>           take a name, or change yours
+  GET_NAMES             list the names of everyone here
+  MSG <name> <message>  send <message> to <name> only
+  BROADCAST <message>   send <message> to everyone else
+  HISTORY [n]           show the last n broadcasts (20)
+  HELP [command]        list the commands, or show one
+  EXIT                  leave the chat
 
+keys: Enter sends the line; Backspace and Delete erase; Left, Right, Home
+and End move; Ctrl+U erases to the start of the line, Ctrl+W the word
+before the cursor; Up and Down recall this session's lines.  Esc alone
+does nothing.  Ctrl+C leaves; so does Ctrl+D on an empty line (Linux and
+macOS); Ctrl+Z suspends (Linux and macOS) and `fg` brings the client back.
+
+length fields: with --length-field auto the client sends 4-digit frames
+until the server sends a 2-digit frame, and 2-digit frames from then on.
+
+Exit status: 0 after EXIT, Ctrl+C, the end of piped input or the server's
+shutdown; 1 if the server cannot be reached, the connection is lost or
+what the server sends cannot be read.
+"""
+
+
+def test_help_explains_the_commands_and_keys():
+    """Issue 8.11 and 8.13: --help lists the commands from the protocol's
+    table and the editing keys, word for word."""
+    result = subprocess.run([sys.executable, CLIENT, "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=10,
+                            env=dict(os.environ, COLUMNS="80"))
+    assert result.returncode == 0
+    assert result.stderr == ""
+    for line in protocol.help_lines():
+        assert f"  {line}\n" in HELP_EPILOG
+    assert result.stdout.endswith("\n\n" + HELP_EPILOG)
+    assert "  --length-field {4,2,auto}\n" in result.stdout
+
+
+
+
+# ------------------------------------------------- the line editor, alone
+
+class EmulatedScreen:
+    """An output stream shown on a VT100 emulator; a newline reaches it as
+    the terminal driver (and the Windows console) sends it, CR LF."""
+
+    def __init__(self, columns=40, rows=12):
+        import pyte
+        self.screen = pyte.Screen(columns, rows)
+        self.stream = pyte.Stream(self.screen)
+        self.written = []
+
+    def write(self, text):
+        self.written.append(text)
+        self.stream.feed(text.replace("\n", "\r\n"))
+
+    def flush(self):
+        pass
+
+    def lines(self):
+        lines = [line.rstrip() for line in self.screen.display]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+
+    def cursor(self):
+        return self.screen.cursor.y, self.screen.cursor.x
+
+
+def editor_on(screen, ansi=True):
+    return LineEditor(screen, ansi=ansi,
+                      width=lambda: screen.screen.columns)
+
+
+@pytest.mark.parametrize("text, clusters", [
+    ("abc", ["a", "b", "c"]),
+    ("e\u0301x", ["e\u0301", "x"]),                       # a mark
+    ("\u05e9\u05b8\u05c1\u05dc\u05d5\u05b9\u05dd",          # points
+     ["\u05e9\u05b8\u05c1", "\u05dc", "\u05d5\u05b9", "\u05dd"]),
+    ("👍🏽!", ["👍🏽", "!"]),                                  # skin tone
+    ("👨\u200d👩\u200d👧x", ["👨\u200d👩\u200d👧", "x"]),     # ZWJ
+    ("❤\ufe0fx", ["❤\ufe0f", "x"]),                       # VS16
+    ("🇮🇱🇫🇷🇩", ["🇮🇱", "🇫🇷", "🇩"]),                         # flags
+    ("1\ufe0f\u20e3", ["1\ufe0f\u20e3"]),                  # keycap
+])
+def test_grapheme_clusters(text, clusters):
+    assert split_clusters(text) == clusters
+
+
+@pytest.mark.parametrize("cluster, width", [
+    ("a", 1), ("e\u0301", 1), ("名", 2), ("👍🏽", 2), ("❤\ufe0f", 1),
+    ("👨\u200d👩\u200d👧", 2), ("🇮🇱", 2), ("\u0301", 0),
+])
+def test_columns_of_a_cluster(cluster, width):
+    """Issue 8.5: joiners, selectors and modifiers take no column."""
+    assert columns(cluster) == width
+
+
+def test_left_then_typing_inserts_at_the_cursor():
+    screen = EmulatedScreen()
+    editor = editor_on(screen)
+    editor.feed(list("NAME Abc") + [LEFT] * 3 + ["Z"])
+    assert editor.text() == "NAME ZAbc"
+    assert screen.lines() == ["NAME ZAbc"]
+    assert screen.cursor() == (0, 6)
+
+
+def test_home_end_delete_ctrl_u_ctrl_w():
+    screen = EmulatedScreen()
+    editor = editor_on(screen)
+    editor.feed(list("xNAME A") + [HOME, DELETE, END, "b"])
+    assert (editor.text(), screen.lines()) == ("NAME Ab", ["NAME Ab"])
+    editor.feed(["\x15"])                                  # Ctrl+U
+    assert (editor.text(), screen.lines()) == ("", [])
+    editor.feed(list("MSG A one  two") + ["\x17"])          # Ctrl+W
+    assert (editor.text(), screen.lines()) == ("MSG A one  ",
+                                               ["MSG A one"])
+    assert screen.cursor() == (0, 11)
+    editor.feed([LEFT, LEFT, LEFT, "\x17"])
+    assert (editor.text(), screen.lines()) == ("MSG A e  ", ["MSG A e"])
+    assert screen.cursor() == (0, 6)
+
+
+def test_up_and_down_recall_this_sessions_lines():
+    screen = EmulatedScreen()
+    editor = editor_on(screen)
+    assert editor.feed(list("NAME A\rGET_NAMES\r\r") + list("half")
+                       + [UP]) == ["NAME A", "GET_NAMES", ""]
+    assert editor.text() == "GET_NAMES"
+    editor.feed([UP, UP])
+    assert editor.text() == "NAME A"
+    editor.feed([DOWN])
+    assert editor.text() == "GET_NAMES"
+    editor.feed([DOWN])
+    assert editor.text() == "half"
+    assert screen.lines() == ["NAME A", "GET_NAMES", "", "half"]
+    assert editor.feed([UP, UP, "\r"]) == ["NAME A"]
+    assert editor.history == ["NAME A", "GET_NAMES", "NAME A"]
+
+
+def test_backspace_erases_one_grapheme_cluster():
+    """Issue 8.5: one Backspace, one user-perceived character."""
+    screen = EmulatedScreen()
+    editor = editor_on(screen)
+    editor.feed("MSG B é👍🏽👨\u200d👩\u200d👧🇮🇱❤\ufe0fz")
+    editor.feed("\x7f" * 4)
+    assert editor.text() == "MSG B é👍🏽"
+    editor.feed("\x7f")
+    assert editor.text() == "MSG B é"
+    assert screen.lines() == ["MSG B é"]
+    assert screen.cursor() == (0, 7)
+
+
+def test_a_long_line_is_lifted_and_redrawn_whole():
+    """Issue 8.1, alone: a line of three rows goes and comes back whole,
+    also after the terminal is made narrower."""
+    screen = EmulatedScreen(columns=20)
+    editor = editor_on(screen)
+    editor.feed("MSG B " + "0123456789" * 4)      # 46 columns: 3 rows
+    assert screen.lines() == ["MSG B 01234567890123", "45678901234567890123",
+                              "456789"]
+    editor.hide()
+    screen.write("Server sent: hi\n")
+    editor.show()
+    assert screen.lines() == ["Server sent: hi", "MSG B 01234567890123",
+                              "45678901234567890123", "456789"]
+    screen.screen.resize(12, 16)
+    editor.hide()
+    screen.write("Server sent: yo\n")
+    editor.show()
+    assert screen.lines() == ["Server sent: hi", "Server sent: yo",
+                              "MSG B 0123456789", "0123456789012345",
+                              "67890123456789"]
+
+
+def test_a_line_that_fills_its_rows_exactly():
+    screen = EmulatedScreen(columns=10)
+    editor = editor_on(screen)
+    editor.feed("0123456789abcdefghij")
+    assert screen.cursor() == (2, 0)
+    editor.feed([LEFT, HOME])
+    assert screen.cursor() == (0, 0)
+    editor.hide()
+    screen.write("Server sent: x\n")
+    editor.show()
+    assert editor.feed("\r") == ["0123456789abcdefghij"]
+    assert screen.lines() == ["Server sen", "t: x", "0123456789",
+                              "abcdefghij"]
+    assert screen.cursor() == (4, 0)
+
+
+def test_without_escape_sequences_a_line_is_redrawn_in_place():
+    """An old Windows console: carriage return, spaces and backspaces."""
+    screen = EmulatedScreen()
+    editor = editor_on(screen, ansi=False)
+    editor.feed(list("NAME Abx") + ["\b", LEFT, "Z"])
+    assert "\x1b" not in "".join(screen.written)
+    assert (editor.text(), screen.lines()) == ("NAME AZb", ["NAME AZb"])
+    assert screen.cursor() == (0, 7)
+    editor.hide()
+    screen.write("Server sent: x\n")
+    editor.show()
+    assert screen.lines() == ["Server sent: x", "NAME AZb"]
+    assert editor.feed("\r") == ["NAME AZb"]
+
+
+@pytest.mark.parametrize("typed, keys", [
+    (["GET_NAMES\x1bXY"], list("GET_NAMESXY")),      # Esc, then keys
+    (["GET_NAMES\x1b", "XY"], list("GET_NAMESXY")),  # Esc alone
+    (["a\x1b[Ab\x1b[1;5Dc\x1bOPd\x1b[200~e"], ["a", UP, "b", LEFT, "c",
+                                                 "d", "e"]),
+    (["\x1b[H\x1b[F\x1b[3~\x1b[1~\x1b[4~\x1bOH\x1b[B\x1b[C"],
+     [HOME, END, DELETE, HOME, END, HOME, DOWN, RIGHT]),
+    (["x\x1b[1;", "5C"], ["x", RIGHT]),                # split sequence
+    (["\x1b\x1b[D"], [LEFT]),
+])
+def test_escape_sequences(typed, keys):
+    """Issue 8.4: only real escape sequences are consumed."""
+    sequences = EscapeSequences()
+    assert [key for text in typed for key in sequences.keys(text)] == keys
+
+
+# ------------------------------------------------- Windows, with msvcrt
 
 class ReplayedConsole:
-    """A stand-in for msvcrt that replays a key sequence."""
+    """A stand-in for msvcrt that behaves as the real one does: getwch()
+    returns the queued characters in order (a special key is two, its
+    prefix and its code, back to back); kbhit() is true while any is
+    queued; ungetwch() pushes one back.  getwch() on an empty queue would
+    block for ever: here it fails the test."""
 
-    def __init__(self, keys):
+    def __init__(self, keys=()):
         self.keys = list(keys)
 
     def kbhit(self):
         return bool(self.keys)
 
     def getwch(self):
+        assert self.keys, "getwch() would block"
         return self.keys.pop(0)
 
-
-class Screen:
-    def __init__(self):
-        self.written = []
-
-    def write(self, text):
-        self.written.append(text)
+    def ungetwch(self, char):
+        self.keys.insert(0, char)
 
 
-def test_windows_keyboard_backend():
-    keys = (list("NAME שלוםx") + ["\b", "\r"]
-            + ["\xe0", "H"]                 # an arrow key: ignored
-            + list("MSG B hi") + ["\b", "\b"] + list("yo!\r")
-            + list("half") + ["\x03"])
-    console = WindowsConsole(ReplayedConsole(keys))
-    screen = Screen()
-    editor = LineEditor(screen)
-    assert editor.feed(console.read()) == ["NAME שלום", "MSG B yo!", QUIT]
-    assert "".join(screen.written) == (
-        "NAME שלוםx\b \b\nMSG B hi\b \b\b \byo!\nhalf")
+def test_windows_keys():
+    """Issue 7.2 and 8.6: special keys are read whole, "à" is a letter."""
+    console = ReplayedConsole(
+        list("àb") + ["\xe0", "K", "\x00", "K", "\xe0", "H", "\x00", ";",
+                      "\xe0", "S", "\xe0", "G", "\xe0", "O", "\xe0", "P",
+                      "\xe0", "M", "\xe0", "R"]
+        + list("àà\r"))
+    keyboard = WindowsConsole(console)
+    assert keyboard.read() == (["à", "b", LEFT, LEFT, UP, DELETE, HOME, END,
+                                DOWN, RIGHT] + list("àà\r"))
+    assert console.keys == []
+    console.keys = ["\xe0"]              # "à" typed last: nothing waiting
+    assert keyboard.read() == ["à"]
+    console.keys = ["\x00"]              # half a key: dropped, no block
+    assert keyboard.read() == []
 
 
-def test_line_editor_swallows_escape_sequences():
-    editor = LineEditor(Screen())
-    assert editor.feed("ab\x1b[Ac\x1b[1;5Dd\x1bOPe\r") == ["abcde"]
+def test_windows_typing_a_with_grave_and_arrows(server):
+    """Issue 7.2: `MSG D àbc` typed on Windows delivers `àbc`, and arrow
+    keys still move the cursor; a real server, the client in this process
+    with the stand-in msvcrt."""
+    d = Peer(server.port).name("D")
+    keys = (list("NAME C\r") + list("MSG D àbc\r")
+            + list("MSG D xz") + ["\xe0", "K", "\xe0", "K"] + list("àà")
+            + ["\xe0", "M", "y", "\r"] + list("EXIT\r"))
+    screen = EmulatedScreen(columns=60)
+    sock = socket.create_connection(("127.0.0.1", server.port), 5)
+    try:
+        client = ChatClient(sock, screen)
+        status = client.run(WindowsConsole(ReplayedConsole(keys)))
+    finally:
+        sock.close()
+    assert status == 0
+    assert d.receive() == "C sent àbc"
+    assert d.receive() == "C sent ààxyz"
+    assert screen.lines() == ["NAME C", "Server sent: Hello C", "MSG D àbc",
+                              "MSG D ààxyz", "EXIT"]
+    d.close()
 
 
-def test_line_editor_erases_wide_characters():
-    screen = Screen()
-    editor = LineEditor(screen)
-    assert editor.feed("名\x7f\r") == [""]
-    assert "".join(screen.written) == "名\b\b  \b\b\n"
+def test_windows_output_to_a_pipe_is_utf8():
+    """Issue 8 (Windows): piped output is UTF-8, so Hebrew is not lost to
+    the code page; a console, and every other system, keep theirs."""
+    piped = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    configure_output(piped, platform="win32")
+    piped.write("Server sent: שלום \udcff\n")
+    piped.flush()
+    assert piped.buffer.getvalue() == (
+        "Server sent: שלום \\udcff\n".encode("utf-8"))
+    elsewhere = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    configure_output(elsewhere, platform="linux")
+    elsewhere.write("שלום\n")
+    elsewhere.flush()
+    assert elsewhere.buffer.getvalue() == b"????\n"
+
+
+def test_the_socket_sends_small_frames_at_once(server):
+    """Issue 12: TCP_NODELAY on the client's socket."""
+    sock = connect("127.0.0.1", server.port)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.gettimeout() is None
+    finally:
+        sock.close()
