@@ -311,8 +311,6 @@ def test_help_explains_the_commands_and_keys():
     assert "  --length-field {4,2,auto}\n" in result.stdout
 
 
-
-
 # ------------------------------------------------- the line editor, alone
 
 class EmulatedScreen:
@@ -482,8 +480,8 @@ def test_without_escape_sequences_a_line_is_redrawn_in_place():
 @pytest.mark.parametrize("typed, keys", [
     (["GET_NAMES\x1bXY"], list("GET_NAMESXY")),      # Esc, then keys
     (["GET_NAMES\x1b", "XY"], list("GET_NAMESXY")),  # Esc alone
-    (["a\x1b[Ab\x1b[1;5Dc\x1bOPd\x1b[200~e"], ["a", UP, "b", LEFT, "c",
-                                                 "d", "e"]),
+    (["a\x1b[Ab\x1b[1;5Dc\x1bOPd\x1b[200~e"],
+     ["a", UP, "b", LEFT, "c", "d", "e"]),
     (["\x1b[H\x1b[F\x1b[3~\x1b[1~\x1b[4~\x1bOH\x1b[B\x1b[C"],
      [HOME, END, DELETE, HOME, END, HOME, DOWN, RIGHT]),
     (["x\x1b[1;", "5C"], ["x", RIGHT]),                # split sequence
@@ -582,3 +580,161 @@ def test_the_socket_sends_small_frames_at_once(server):
         assert sock.gettimeout() is None
     finally:
         sock.close()
+
+
+# ------------------------------------- the line on a real pseudo-terminal
+
+@posix_only
+def test_a_line_wider_than_the_terminal_survives_messages(server, terminal):
+    """Issue 8.1: the half line's rows are lifted whole and redrawn whole,
+    at the terminal's current width, also after it is made narrower."""
+    a = terminal()
+    enter(a, "NAME A", "Hello A")
+    b = Peer(server.port).name("B")
+    digits = "0123456789" * 14
+    a.type("MSG B " + digits)
+    a.wait_for(digits[-10:])
+    b.send("MSG A one")
+    a.wait_for("Server sent: B sent one")
+    a.pump()
+    assert a.lines() == HEADER + [
+        "NAME A",
+        "Server sent: Hello A",
+        "Server sent: B sent one",
+        "MSG B " + digits[:94],
+        digits[94:],
+    ]
+    a.resize(40, 60)
+    b.send("MSG A two")
+    a.wait_for("Server sent: B sent two")
+    a.pump()
+    assert a.lines() == HEADER + [
+        "NAME A",
+        "Server sent: Hello A",
+        "Server sent: B sent one",
+        "Server sent: B sent two",
+        "MSG B " + digits[:54],
+        digits[54:114],
+        digits[114:],
+    ]
+    enter(a, "")
+    assert b.receive() == "A sent " + digits
+    b.close()
+
+
+@posix_only
+def test_editing_keys_in_a_terminal(server, terminal):
+    """Issue 8.6: arrows, Home, End, Delete, Ctrl+U, Ctrl+W, history."""
+    a = terminal()
+    a.type("NAME Abc" + "\x1b[D" * 3 + "Z\r")            # Left x3
+    a.wait_for("Server sent: Hello ZAbc")
+    a.type("xGET_NAMESy\x1b[H\x1b[3~\x1b[F\x7f\r")    # Home Del End BS
+    a.wait_for_last_line("Server sent: ZAbc")
+    a.type("garbage\x15MSG ZAbc one two\x17three\r")  # Ctrl+U, Ctrl+W
+    a.wait_for("Server sent: ZAbc sent one three")
+    a.type("\x1b[A\x1b[A\x1b[A\x1b[B\r")             # Up x3, Down
+    a.wait_for_last_line("Server sent: ZAbc")
+    a.type("\x1bOA\x1bOD\x1bOHx\x1bOF\x7fS\x1bOH\x1b[3~\r")  # SS3 keys
+    a.wait_for("Server sent: ZAbc\nGET_NAMES\nServer sent: ZAbc")
+    assert a.lines() == HEADER + [
+        "NAME ZAbc",
+        "Server sent: Hello ZAbc",
+        "GET_NAMES",
+        "Server sent: ZAbc",
+        "MSG ZAbc one three",
+        "Server sent: ZAbc sent one three",
+        "GET_NAMES",
+        "Server sent: ZAbc",
+        "GET_NAMES",
+        "Server sent: ZAbc",
+    ]
+
+
+@posix_only
+@pytest.mark.parametrize("typed", [["GET_NAMES\x1bXY"],
+                                   ["GET_NAMES\x1b", "XY"]])
+def test_escape_alone_swallows_nothing(server, terminal, typed):
+    """Issue 8.4: Esc (or Alt+X) then XY keeps XY."""
+    a = terminal()
+    for keys in typed:
+        a.type(keys)
+        a.wait_for("GET_NAMES")
+        a.pump(0.1)
+    a.wait_for("GET_NAMESXY")
+    enter(a, "", "Server sent: ERROR:")
+    assert a.lines()[2] == "GET_NAMESXY"
+
+
+@posix_only
+def test_backspace_over_emoji_in_a_terminal(server, terminal):
+    """Issue 8.5: each Backspace erases one user-perceived character; the
+    screen shows what is sent."""
+    a = terminal()
+    enter(a, "NAME A", "Hello A")
+    b = Peer(server.port).name("B")
+    # (The emulator cannot show joiners or variation selectors, which the
+    # editor's own tests cover; it shows "e" and a combining accent as "é".)
+    a.type("MSG B ée\u0301👍🏽🇮🇱\u05e9\u05b8\u05c1z")
+    a.wait_for("z")
+    a.type("\x7f" * 4)
+    a.wait_for_last_line("MSG B éé")
+    enter(a, "!")
+    assert b.receive() == "A sent ée\u0301!"
+    a.wait_for_last_line("MSG B éé!")
+    b.close()
+
+
+@posix_only
+def test_ctrl_c_on_a_half_typed_line_ends_on_a_fresh_line(server, terminal):
+    """Issue 8.3: the shell's prompt will not be glued to the text."""
+    a = terminal()
+    a.type("NAME Half")
+    a.wait_for("NAME Half")
+    a.type("\x03")
+    assert a.wait_exit() == 0
+    assert a.lines() == HEADER + ["NAME Half"]
+    assert a.cursor() == (3, 0)
+    assert a.raw.endswith(b"NAME Half\r\n")
+
+
+@posix_only
+def test_pasted_lines_show_their_replies_under_each(server, terminal):
+    """Issue 8.7: three lines pasted at once."""
+    a = terminal()
+    a.type("NAME A\rGET_NAMES\rMSG A hi\r")
+    a.wait_for("Server sent: A sent hi")
+    assert a.lines() == HEADER + [
+        "NAME A",
+        "Server sent: Hello A",
+        "GET_NAMES",
+        "Server sent: A",
+        "MSG A hi",
+        "Server sent: A sent hi",
+    ]
+
+
+@posix_only
+def test_half_line_is_kept_when_the_connection_is_lost(server, terminal):
+    a = terminal()
+    a.type("NAME A")
+    a.wait_for("NAME A")
+    server.process.kill()
+    assert a.wait_exit() == 1
+    assert a.lines() == HEADER + [
+        "NAME A",
+        "Connection to the server was lost.",
+    ]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_out_of_range_is_refused(port):
+    """Issue 8.8: one message from argument parsing, status 2."""
+    result = subprocess.run([sys.executable, CLIENT, "--port", port],
+                            cwd=ROOT, capture_output=True, text=True,
+                            timeout=10, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"chat_client.py: error: argument --port: '{port}' is not a port "
+        "number (1 to 65535)")
+    assert "Traceback" not in result.stderr
