@@ -378,29 +378,42 @@ class LineEditor:
     def end_line(self, always=True):
         """Leave the line on the screen as it is and go to the start of a
         fresh row below it: after Enter (``always``), or when the session
-        ends (only if there is a line to leave)."""
-        if self.echo and self._shown:
-            end_row, end_column = layout(self.clusters, self._width())[-1]
-            if self.ansi and self.cursor < len(self.clusters):
-                self._write(_cursor_down(end_row - self._cursor_row) + "\r"
-                            + _cursor_right(end_column))
-            if not (self.ansi and end_column == 0 and end_row > 0):
-                self._write("\n")
+        ends (only if there is a line to leave).  The line is then empty.
+        """
+        if self._shown:
+            self._go_to_end(newline=True)
         elif always:
             self._write("\n")
         self.clusters = []
         self.cursor = 0
+        self._forget_shown()
+
+    def set_aside(self):
+        """On suspend: put the cursor at the end of the line, which stays
+        on the screen (the shell writes its notice below it); the line is
+        kept, for show() to draw afresh."""
+        if self._shown:
+            self._go_to_end(newline=False)
+        self._forget_shown()
+
+    def _go_to_end(self, newline):
+        """Move the cursor to the end of the line shown; with ``newline``
+        on to the start of the next row."""
+        end_row, end_column = layout(self.clusters, self._width())[-1]
+        if self.ansi and self.cursor < len(self.clusters):
+            self._write(_cursor_down(end_row - self._cursor_row) + "\r"
+                        + _cursor_right(end_column))
+        elif not self.ansi:
+            self._write(self.text()[len("".join(
+                self.clusters[:self.cursor])):])
+        at_fresh_row = self.ansi and end_column == 0 and end_row > 0
+        if newline and not at_fresh_row:
+            self._write("\n")
+
+    def _forget_shown(self):
         self._shown = False
         self._cursor_row = 0
         self._shown_columns = 0
-
-    def set_aside(self):
-        """Leave the line on the screen as it is and go below it, keeping
-        it to be drawn afresh by show() (on suspend, or as the session
-        ends)."""
-        clusters, cursor = self.clusters, self.cursor
-        self.end_line(always=False)
-        self.clusters, self.cursor = clusters, cursor
 
     def leave_on_screen(self):
         """Show the half-typed line, if any, as it was, and go below it:

@@ -738,3 +738,56 @@ def test_a_port_out_of_range_is_refused(port):
         f"chat_client.py: error: argument --port: '{port}' is not a port "
         "number (1 to 65535)")
     assert "Traceback" not in result.stderr
+
+
+@posix_only
+def test_ctrl_z_then_fg_restores_and_resumes(server):
+    """Issue 8.2: the client, a job of an interactive shell, is suspended
+    with Ctrl+Z and brought back with `fg`: the shell gets its terminal
+    as it was, the client gets its mode back and redraws the half line."""
+    shell = TerminalClient(
+        None, rows=24, command=["bash", "--norc", "--noprofile", "-i"],
+        env={"PS1": "$ ", "HISTFILE": "/dev/null", "PY": sys.executable,
+             "PORT": str(server.port)})
+    b = None
+    try:
+        shell.wait_for_last_line("$")
+        shell.type('"$PY" chat_client.py --port "$PORT"\r')
+        shell.wait_for("Pls enter commands")
+        enter(shell, "NAME A", "Hello A")
+        b = Peer(server.port).name("B")
+        shell.type("MSG B half")
+        shell.wait_for("MSG B half")
+        shell.type("\x1a")
+        shell.wait_for("Stopped")
+        shell.wait_for_last_line("$")
+        shell.type("fg\r")
+        shell.wait_for_last_line("MSG B half")
+        b.send("MSG A welcome back")
+        shell.wait_for("Server sent: B sent welcome back")
+        shell.type(" done")
+        shell.wait_for_last_line("MSG B half done")
+        shell.type("\r")
+        assert b.receive() == "A sent half done"
+        shell.type("EXIT\r")
+        shell.wait_for_last_line("$")
+        command = '"$PY" chat_client.py --port "$PORT"'
+        assert shell.lines() == [
+            "$ " + command,
+            "Pls enter commands",
+            "",
+            "NAME A",
+            "Server sent: Hello A",
+            "MSG B half",
+            "[1]+  Stopped                 " + command,
+            "$ fg",
+            command,
+            "Server sent: B sent welcome back",
+            "MSG B half done",
+            "EXIT",
+            "$",
+        ]
+    finally:
+        if b is not None:
+            b.close()
+        shell.close()
