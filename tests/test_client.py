@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -14,7 +15,7 @@ from chat_client import (DELETE, DOWN, END, HOME, LEFT, RIGHT, UP,
                          ChatClient, EscapeSequences, LineEditor,
                          WindowsConsole, columns, configure_output, connect,
                          split_clusters)
-from support import CLIENT, ROOT, Peer, TerminalClient
+from support import CLIENT, ROOT, Peer, ServerProcess, TerminalClient
 
 posix_only = pytest.mark.skipif(sys.platform == "win32",
                                 reason="pseudo-terminals are POSIX")
@@ -791,3 +792,161 @@ def test_ctrl_z_then_fg_restores_and_resumes(server):
         if b is not None:
             b.close()
         shell.close()
+
+
+# ------------------------------------------------ 2-digit length fields
+
+@pytest.fixture
+def two_digit_server():
+    """A real server process that reads and writes 2-digit frames only."""
+    process = ServerProcess("--length-field", "2")
+    try:
+        yield process
+    finally:
+        process.cleanup()
+
+
+def test_length_field_2_against_a_2_digit_server(two_digit_server):
+    """Issue 9.2: --length-field 2 speaks the course templates' dialect;
+    its length counts characters, the server's replies bytes."""
+    result = run_piped(two_digit_server.port,
+                       "NAME A\nGET_NAMES\nMSG A שלום\nEXIT\n",
+                       "--length-field", "2", "--show-frames")
+    assert result.returncode == 0
+    assert result.stdout.decode() == (
+        "Pls enter commands\n\n"
+        "Frame sent: 06NAME A\n"
+        "Frame sent: 09GET_NAMES\n"
+        "Frame sent: 10MSG A שלום\n"
+        "Frame sent: 04EXIT\n"
+        "Frame received: 07Hello A\n"
+        "Server sent: Hello A\n"
+        "Frame received: 01A\n"
+        "Server sent: A\n"
+        "Frame received: 15A sent שלום\n"
+        "Server sent: A sent שלום\n"
+        "Frame received: 04EXIT\n")
+
+
+def test_length_field_auto_follows_the_servers_replies(two_digit_server):
+    """In auto, the first frame goes with 4 digits (a 2-digit server reads
+    its "00" as an empty message, and says so) and the rest with 2."""
+    result = run_piped(two_digit_server.port,
+                       "NAME A\nGET_NAMES\nMSG A שלום\n",
+                       "--length-field", "auto", "--show-frames")
+    assert result.returncode == 0
+    assert result.stdout.decode() == (
+        "Pls enter commands\n\n"
+        "Frame sent: 0006NAME A\n"
+        "Frame received: 45ERROR: empty command; HELP lists the commands\n"
+        "Server sent: ERROR: empty command; HELP lists the commands\n"
+        "Frame received: 07Hello A\n"
+        "Server sent: Hello A\n"
+        "Frame sent: 09GET_NAMES\n"
+        "Frame sent: 10MSG A שלום\n"
+        "Frame sent: 04EXIT\n"
+        "Frame received: 01A\n"
+        "Server sent: A\n"
+        "Frame received: 15A sent שלום\n"
+        "Server sent: A sent שלום\n"
+        "Frame received: 04EXIT\n")
+
+
+def test_length_field_4_cannot_read_a_2_digit_server(two_digit_server):
+    """A reply that cannot be framed is one line and status 1, never a
+    silent 0, with piped input too."""
+    result = run_piped(two_digit_server.port, "NAME A\n")
+    assert result.returncode == 1
+    assert result.stdout.decode() == (
+        "Pls enter commands\n\n"
+        "Cannot read what the server sent (bad length field b'45ER': not "
+        "4 digits); try --length-field auto\n")
+
+
+class TemplateServer:
+    """A server written as the course templates are, on a real socket in
+    a thread: 2-digit length fields, `Hello <name>` for NAME, EXIT
+    answered; it closes the connection on a frame it cannot take (a
+    4-digit frame's "00" reads as an empty one)."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(5)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.settimeout(5)
+            try:
+                self._answer(connection)
+            except OSError:
+                pass
+
+    def _answer(self, connection):
+        while True:
+            header = connection.recv(2, socket.MSG_WAITALL)
+            if len(header) < 2 or not header.isdigit() or header == b"00":
+                return
+            text = connection.recv(int(header), socket.MSG_WAITALL).decode()
+            reply = ("Hello " + text[5:] if text.startswith("NAME ")
+                     else text)
+            connection.sendall(b"%02d" % len(reply) + reply.encode())
+            if text == "EXIT":
+                return
+
+    def close(self):
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def template_server():
+    server = TemplateServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+CLOSED_AT_FIRST = ("the server closed the connection at our first message: "
+                   "it may expect 2-digit length fields; try --length-field "
+                   "2")
+
+
+@pytest.mark.parametrize("arguments", [[], ["--length-field", "auto"]])
+def test_a_server_that_closes_at_our_first_message(template_server,
+                                                   arguments):
+    """Issue 9.2: one line naming the likely cause, status 1."""
+    result = run_piped(template_server.port, "NAME A\nGET_NAMES\n",
+                       *arguments)
+    assert result.returncode == 1
+    assert result.stdout.decode() == (
+        "Pls enter commands\n\n" + CLOSED_AT_FIRST + "\n")
+
+
+@posix_only
+def test_a_server_that_closes_at_our_first_message_typed(template_server):
+    a = TerminalClient(template_server.port)
+    try:
+        a.wait_for("Pls enter commands")
+        enter(a, "NAME A")
+        assert a.wait_exit() == 1
+        assert a.lines() == HEADER + ["NAME A", CLOSED_AT_FIRST[:100],
+                                      CLOSED_AT_FIRST[100:]]
+        assert a.attributes() == a.attributes_before
+    finally:
+        a.close()
+
+
+def test_length_field_2_with_a_template_server(template_server):
+    result = run_piped(template_server.port, "NAME Ann\nEXIT\n",
+                       "--length-field", "2")
+    assert result.returncode == 0
+    assert result.stdout.decode() == (
+        "Pls enter commands\n\nServer sent: Hello Ann\n")
