@@ -746,14 +746,15 @@ def test_ctrl_z_then_fg_restores_and_resumes(server):
     """Issue 8.2: the client, a job of an interactive shell, is suspended
     with Ctrl+Z and brought back with `fg`: the shell gets its terminal
     as it was, the client gets its mode back and redraws the half line."""
+    import termios
     shell = TerminalClient(
         None, rows=24, command=["bash", "--norc", "--noprofile", "-i"],
         env={"PS1": "$ ", "HISTFILE": "/dev/null", "PY": sys.executable,
-             "PORT": str(server.port)})
+             "CLIENT": CLIENT, "PORT": str(server.port)})
     b = None
     try:
         shell.wait_for_last_line("$")
-        shell.type('"$PY" chat_client.py --port "$PORT"\r')
+        shell.type('"$PY" "$CLIENT" --port "$PORT"\r')
         shell.wait_for("Pls enter commands")
         enter(shell, "NAME A", "Hello A")
         b = Peer(server.port).name("B")
@@ -764,6 +765,8 @@ def test_ctrl_z_then_fg_restores_and_resumes(server):
         shell.wait_for_last_line("$")
         shell.type("fg\r")
         shell.wait_for_last_line("MSG B half")
+        local_modes = shell.attributes()[3]
+        assert local_modes & (termios.ICANON | termios.ECHO) == 0
         b.send("MSG A welcome back")
         shell.wait_for("Server sent: B sent welcome back")
         shell.type(" done")
@@ -772,7 +775,7 @@ def test_ctrl_z_then_fg_restores_and_resumes(server):
         assert b.receive() == "A sent half done"
         shell.type("EXIT\r")
         shell.wait_for_last_line("$")
-        command = '"$PY" chat_client.py --port "$PORT"'
+        command = '"$PY" "$CLIENT" --port "$PORT"'
         assert shell.lines() == [
             "$ " + command,
             "Pls enter commands",
