@@ -20,6 +20,7 @@ The parts, each small:
 
 import argparse
 import codecs
+import collections
 import os
 import queue
 import select
@@ -208,6 +209,7 @@ class LineEditor:
         self._shown = False          # whether the line is on the screen
         self._cursor_row = 0         # the cursor's row below the line start
         self._shown_columns = 0      # the columns drawn (for ansi=False)
+        self._end_position = None    # (width, row, column) of its end
 
     def text(self):
         return "".join(self.clusters)
@@ -350,9 +352,7 @@ class LineEditor:
                             + ERASE_BELOW)
             else:
                 self._write("\r" + " " * self._shown_columns + "\r")
-        self._shown = False
-        self._cursor_row = 0
-        self._shown_columns = 0
+        self._forget_shown()
 
     def show(self):
         """Draw the line from the cursor's row and place the cursor."""
@@ -362,8 +362,10 @@ class LineEditor:
         if not self.ansi:
             self._show_plain()
             return
-        positions = layout(self.clusters, self._width())
+        width = self._width()
+        positions = layout(self.clusters, width)
         end_row, end_column = positions[-1]
+        self._end_position = (width, end_row, end_column)
         text = self.text()
         if end_column == 0 and end_row > 0:
             # The terminal holds its cursor on the last column of a full
@@ -411,6 +413,7 @@ class LineEditor:
             self._write("\n")
 
     def _forget_shown(self):
+        self._end_position = None
         self._shown = False
         self._cursor_row = 0
         self._shown_columns = 0
@@ -440,11 +443,25 @@ class LineEditor:
             self._shown_columns += columns(char)
             self._write(char)
             return
-        end_row, end_column = layout(self.clusters, self._width())[-1]
+        # Only the last cluster moves the end: no need to lay out the whole
+        # line again (a pasted line of thousands of characters).
+        width = self._width()
+        if self._end_position is None or self._end_position[0] != width:
+            end_row, end_column = layout(self.clusters, width)[-1]
+        else:
+            _, end_row, end_column = self._end_position
+            size = columns(char)
+            if end_column + size > width:
+                end_row, end_column = end_row + 1, 0
+            end_column += size
+            if end_column >= width:
+                end_row, end_column = end_row + 1, 0
+        self._end_position = (width, end_row, end_column)
         self._write(char + ("\n" if end_column == 0 and end_row else ""))
         self._cursor_row = end_row
 
     def _redraw(self):
+        self._end_position = None
         if self.ansi:
             self.hide()
             self.show()
@@ -776,7 +793,7 @@ class ChatClient:
         self.frames_received = 0
         self.shutting_down = False   # the server has said it is stopping
         self.editor = None
-        self.typed_ahead = []        # keys not yet given to the editor
+        self.typed_ahead = collections.deque()  # keys not yet edited
         self.hold_until = None       # typed-ahead keys wait for a reply
 
     def run(self, keyboard):
@@ -829,7 +846,7 @@ class ChatClient:
                 if time.monotonic() < self.hold_until:
                     return None
                 self.hold_until = None
-            key = self.typed_ahead.pop(0)
+            key = self.typed_ahead.popleft()
             if key == END_OF_INPUT:
                 # A last line without Enter is sent too.
                 line = self.editor.text()
