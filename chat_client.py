@@ -848,10 +848,7 @@ class ChatClient:
                 self.hold_until = None
             key = self.typed_ahead.popleft()
             if key == END_OF_INPUT:
-                # A last line without Enter is sent too.
-                line = self.editor.text()
-                if line.strip() and self._submit(line) == "exit":
-                    return self._leave()
+                self._submit(self.editor.text())  # a last line without Enter
                 return self._leave()
             line = self.editor.feed_key(key)
             if line is QUIT:
