@@ -624,7 +624,9 @@ class PosixTerminal:
 # a code.  "\xe0" is also what a typed "à" gives, so after "\xe0" only a
 # code waiting at once, and known, makes a special key.
 _WINDOWS_KEYS = {"H": UP, "P": DOWN, "K": LEFT, "M": RIGHT, "G": HOME,
-                 "O": END, "S": DELETE}
+                 "O": END, "S": DELETE,
+                 # With Ctrl: Left, Right, Home, End, moving as without.
+                 "s": LEFT, "t": RIGHT, "w": HOME, "u": END}
 # Insert, Page Up and Down, F11, F12, Ctrl+Up and Ctrl+Down: ignored.
 _IGNORED_WINDOWS_CODES = frozenset("RIQ\x85\x86\x8d\x91")
 _ENABLE_VIRTUAL_TERMINAL_PROCESSING = 0x0004

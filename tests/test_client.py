@@ -522,11 +522,11 @@ def test_windows_keys():
     console = ReplayedConsole(
         list("àb") + ["\xe0", "K", "\x00", "K", "\xe0", "H", "\x00", ";",
                       "\xe0", "S", "\xe0", "G", "\xe0", "O", "\xe0", "P",
-                      "\xe0", "M", "\xe0", "R"]
+                      "\xe0", "M", "\xe0", "R", "\xe0", "s", "\xe0", "u"]
         + list("àà\r"))
     keyboard = WindowsConsole(console)
     assert keyboard.read() == (["à", "b", LEFT, LEFT, UP, DELETE, HOME, END,
-                                DOWN, RIGHT] + list("àà\r"))
+                                DOWN, RIGHT, LEFT, END] + list("àà\r"))
     assert console.keys == []
     console.keys = ["\xe0"]              # "à" typed last: nothing waiting
     assert keyboard.read() == ["à"]
