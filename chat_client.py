@@ -194,7 +194,12 @@ class LineEditor:
     With ``ansi`` the editor moves the cursor with escape sequences and
     handles lines of many rows; without (an old Windows console) it uses
     only carriage return, spaces and backspaces, right for one-row lines.
+    With ``sequence_per_write`` every escape sequence begins a write of its
+    own (the Windows console under Wine applies a sequence that follows
+    text in the same write out of order; real consoles need nothing).
     """
+
+    sequence_per_write = False
 
     def __init__(self, output, echo=True, ansi=True, width=None):
         self.output = output
@@ -481,8 +486,17 @@ class LineEditor:
         self._shown = bool(self.clusters)
 
     def _write(self, text):
-        if self.echo:
-            self.output.write(text)
+        if not self.echo:
+            return
+        if self.sequence_per_write and ESCAPE in text:
+            # Each escape sequence starts a write of its own.
+            before, *sequences = text.split(ESCAPE)
+            for piece in [before] + [ESCAPE + rest for rest in sequences]:
+                if piece:
+                    self.output.write(piece)
+                    self.output.flush()
+            return
+        self.output.write(text)
 
 
 # ---------------------------------------------------------- the keyboards
@@ -556,6 +570,7 @@ class PosixTerminal:
 
     echo = True
     ansi = True
+    sequence_per_write = False
 
     def __init__(self, stream=None):
         self.fileno = (stream or sys.stdin).fileno()
@@ -671,6 +686,7 @@ class WindowsConsole:
 
     echo = True
     fileno = None  # select() on Windows takes sockets only: poll instead
+    sequence_per_write = True   # see LineEditor
 
     def __init__(self, console=None):
         self._real_console = console is None
@@ -726,6 +742,7 @@ class PipedInput:
 
     echo = False
     ansi = False
+    sequence_per_write = False
 
     def __init__(self, stream=None):
         self._fd = (stream or sys.stdin).fileno()
@@ -803,6 +820,7 @@ class ChatClient:
         connection; return the exit status."""
         self.editor = LineEditor(self.output, echo=keyboard.echo,
                                  ansi=keyboard.ansi)
+        self.editor.sequence_per_write = keyboard.sequence_per_write
         keyboard.on_suspend(self._set_aside, self.editor.show_again)
         # Lines typed ahead (pasted) wait for the replies to the line
         # before them, where they are shown; a script need not wait.

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import chat_protocol as protocol
-from chat_client import (DELETE, DOWN, END, HOME, LEFT, RIGHT, UP,
+from chat_client import (DELETE, DOWN, END, ESCAPE, HOME, LEFT, RIGHT, UP,
                          ChatClient, EscapeSequences, LineEditor,
                          WindowsConsole, columns, configure_output, connect,
                          split_clusters)
@@ -953,3 +953,16 @@ def test_length_field_2_with_a_template_server(template_server):
     assert result.returncode == 0
     assert result.stdout.decode() == (
         "Pls enter commands\n\nServer sent: Hello Ann\n")
+
+
+def test_each_escape_sequence_can_begin_a_write_of_its_own():
+    """For the Windows console under Wine: no write has text before an
+    escape sequence, and the screen is the same."""
+    screen = EmulatedScreen(columns=10)
+    editor = editor_on(screen)
+    editor.sequence_per_write = True
+    editor.feed(list("0123456789abc") + [LEFT, LEFT, "\x7f", HOME, "Z"])
+    assert all(ESCAPE not in piece[1:] for piece in screen.written)
+    assert any(piece.startswith(ESCAPE) for piece in screen.written)
+    assert screen.lines() == ["Z012345678", "9bc"]
+    assert screen.cursor() == (0, 1)
