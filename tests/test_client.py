@@ -286,11 +286,15 @@ commands:
 keys: Enter sends the line; Backspace and Delete erase; Left, Right, Home
 and End move; Ctrl+U erases to the start of the line, Ctrl+W the word
 before the cursor; Up and Down recall this session's lines.  Esc alone
-does nothing.  Ctrl+C leaves; so does Ctrl+D on an empty line (Linux and
-macOS); Ctrl+Z suspends (Linux and macOS) and `fg` brings the client back.
+does nothing, and Alt+X types X.  Lines pasted together are sent one by
+one, each after the reply to the one before (or 0.3 s).  Ctrl+C leaves;
+so does Ctrl+D on an empty line (Linux and macOS); Ctrl+Z suspends (Linux
+and macOS) and `fg` brings the client back.
 
-length fields: with --length-field auto the client sends 4-digit frames
-until the server sends a 2-digit frame, and 2-digit frames from then on.
+length fields: 4 digits (the default) or 2, as the course templates
+write them (counting characters).  With auto, the first line goes with 4
+digits, the next waits for a reply (or 0.3 s), and from the first 2-digit
+frame the server sends, lines go with 2.
 
 Exit status: 0 after EXIT, Ctrl+C, the end of piped input or the server's
 shutdown; 1 if the server cannot be reached, the connection is lost or
