@@ -447,25 +447,28 @@ class LineEditor:
 
     def _append_shown(self, char):
         """The quick way to show a character typed at the end."""
-        self._shown = True
         if not self.ansi:
+            self._shown = True
             self._shown_columns += columns(char)
             self._write(char)
             return
-        # Only the last cluster moves the end: no need to lay out the whole
-        # line again (a pasted line of thousands of characters).
         width = self._width()
         if self._end_position is None or self._end_position[0] != width:
-            end_row, end_column = layout(self.clusters, width)[-1]
-        else:
-            _, end_row, end_column = self._end_position
-            size = columns(char)
-            if end_column + size > width:
-                end_row, end_column = end_row + 1, 0
-            end_column += size
-            if end_column >= width:
-                end_row, end_column = end_row + 1, 0
+            # A first character, or a window resized since the line was
+            # drawn: draw it whole.
+            self._redraw()
+            return
+        # Only the last cluster moves the end: no need to lay out the whole
+        # line again (a pasted line of thousands of characters).
+        _, end_row, end_column = self._end_position
+        size = columns(char)
+        if end_column + size > width:
+            end_row, end_column = end_row + 1, 0
+        end_column += size
+        if end_column >= width:
+            end_row, end_column = end_row + 1, 0
         self._end_position = (width, end_row, end_column)
+        self._shown = True
         self._write(char + ("\n" if end_column == 0 and end_row else ""))
         self._cursor_row = end_row
 

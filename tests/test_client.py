@@ -970,3 +970,22 @@ def test_each_escape_sequence_can_begin_a_write_of_its_own():
     assert any(piece.startswith(ESCAPE) for piece in screen.written)
     assert screen.lines() == ["Z012345678", "9bc"]
     assert screen.cursor() == (0, 1)
+
+
+def test_typing_after_the_window_is_resized_redraws_the_line():
+    """A character typed at the end after a resize draws the line whole at
+    the new width, so the rows the editor counts are the rows on screen."""
+    screen = EmulatedScreen(columns=20)
+    width = [20]
+    editor = LineEditor(screen, width=lambda: width[0])
+    screen.write("Server sent: above\n")
+    editor.feed("MSG B " + "0123456789" * 2)
+    screen.screen.resize(12, 10)
+    width[0] = 10
+    editor.feed("x")
+    editor.hide()
+    screen.write("Server sent: new\n")
+    editor.show()
+    # (The emulator cuts rows when it narrows, as xterm does.)
+    assert screen.lines() == ["Server sen", "Server sen", "t: new",
+                              "MSG B 0123", "4567890123", "456789x"]
