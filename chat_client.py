@@ -408,16 +408,17 @@ class LineEditor:
         self._forget_shown()
 
     def _go_to_end(self, newline):
-        """Move the cursor to the end of the line shown; with ``newline``
-        on to the start of the next row."""
-        end_row, end_column = layout(self.clusters, self._width())[-1]
-        if self.ansi and self.cursor < len(self.clusters):
+        """Move the cursor to the end of the line shown (as it was drawn);
+        with ``newline`` on to the start of the next row."""
+        if not self.ansi:
+            rest = "".join(self.clusters[self.cursor:])
+            self._write(rest + ("\n" if newline else ""))
+            return
+        _, end_row, end_column = self._end_position
+        if self.cursor < len(self.clusters):
             self._write(_cursor_down(end_row - self._cursor_row) + "\r"
                         + _cursor_right(end_column))
-        elif not self.ansi:
-            self._write(self.text()[len("".join(
-                self.clusters[:self.cursor])):])
-        at_fresh_row = self.ansi and end_column == 0 and end_row > 0
+        at_fresh_row = end_column == 0 and end_row > 0
         if newline and not at_fresh_row:
             self._write("\n")
 

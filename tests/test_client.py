@@ -989,3 +989,14 @@ def test_typing_after_the_window_is_resized_redraws_the_line():
     # (The emulator cuts rows when it narrows, as xterm does.)
     assert screen.lines() == ["Server sen", "Server sen", "t: new",
                               "MSG B 0123", "4567890123", "456789x"]
+
+
+@pytest.mark.parametrize("ansi", [True, False])
+def test_enter_with_the_cursor_inside_goes_below_the_whole_line(ansi):
+    screen = EmulatedScreen(columns=10 if ansi else 40)
+    editor = editor_on(screen, ansi=ansi)
+    text = "0123456789abcdefghijKLMNO"
+    assert editor.feed(list(text) + [HOME, RIGHT, "\r"]) == [text]
+    assert screen.lines() == (["0123456789", "abcdefghij", "KLMNO"] if ansi
+                              else [text])
+    assert screen.cursor() == ((3, 0) if ansi else (1, 0))
