@@ -1000,3 +1000,14 @@ def test_enter_with_the_cursor_inside_goes_below_the_whole_line(ansi):
     assert screen.lines() == (["0123456789", "abcdefghij", "KLMNO"] if ansi
                               else [text])
     assert screen.cursor() == ((3, 0) if ansi else (1, 0))
+
+
+def test_backspace_erases_a_wide_character_whole():
+    screen = EmulatedScreen()
+    editor = editor_on(screen)
+    editor.feed("名字\x7f")
+    assert (editor.text(), screen.lines(), screen.cursor()) == (
+        "名", ["名"], (0, 2))
+    assert editor.feed("\x7f\r") == [""]
+    assert screen.lines() == []
+    assert screen.cursor() == (1, 0)
