@@ -61,6 +61,9 @@ COMMANDS = {
     COMMAND_EXIT: ("EXIT", "leave the chat"),
 }
 COMMAND_USAGE = {word: usage for word, (usage, _) in COMMANDS.items()}
+# The notice every client gets when the server stops; a client that sees it
+# knows the close that follows is an orderly one.
+SHUTDOWN_NOTICE = "SERVER: the server is shutting down"
 
 
 def help_lines(words=None):

@@ -47,7 +47,6 @@ HISTORY_MAX_COUNT = 100
 # What a history line adds before "<sender> sent to everyone: ...".
 HISTORY_PREFIX = "[History] YYYY-MM-DD HH:MM "
 
-SHUTDOWN_NOTICE = "SERVER: the server is shutting down"
 SERVER_FULL = "ERROR: server full"
 EXIT_REPLY = protocol.COMMAND_EXIT.encode()
 
@@ -825,7 +824,7 @@ class ChatServer:
         self.selector.unregister(self._wakeup_reader)
         for connection in list(self.connections):
             if not connection.closing:
-                self._queue(connection, SHUTDOWN_NOTICE)
+                self._queue(connection, protocol.SHUTDOWN_NOTICE)
                 if not connection.closed:
                     self._close_after_flush(connection, "disconnected")
         self._flush()

@@ -250,7 +250,8 @@ class TerminalClient:
     ``lines()`` is exactly what a person would see on the screen.
     """
 
-    def __init__(self, port, *arguments, rows=40, columns=100):
+    def __init__(self, port, *arguments, rows=40, columns=100, command=None,
+                 env=None):
         import fcntl
         import pty
         import termios
@@ -268,10 +269,13 @@ class TerminalClient:
             os.setsid()
             fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
+        # ``command`` runs something else on the terminal (a shell).
         self.process = subprocess.Popen(
-            [sys.executable, CLIENT, "--port", str(port), *arguments],
+            command or [sys.executable, CLIENT, "--port", str(port),
+                        *arguments],
             cwd=ROOT, stdin=slave, stdout=slave, stderr=slave,
-            preexec_fn=own_terminal, env=dict(os.environ, PYTHONUTF8="1"))
+            preexec_fn=own_terminal,
+            env=dict(os.environ, PYTHONUTF8="1", **(env or {})))
         self.raw = bytearray()
         self.screen = pyte.Screen(columns, rows)
         self.stream = pyte.ByteStream(self.screen)
@@ -326,6 +330,20 @@ class TerminalClient:
         finally:
             self.pump()
         return status
+
+    def resize(self, rows, columns):
+        """Change the terminal's size, as a window being resized does (the
+        emulated screen keeps its text, as xterm does)."""
+        import fcntl
+        import termios
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", rows, columns, 0, 0))
+        self.pump()
+        self.screen.resize(rows, columns)
+
+    def cursor(self):
+        """Where the cursor is: (row, column), from 0."""
+        return self.screen.cursor.y, self.screen.cursor.x
 
     def attributes(self):
         import termios

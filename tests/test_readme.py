@@ -39,9 +39,11 @@ def read_readme():
 
 def fenced_blocks():
     """(language, lines) of each fenced block, in order."""
-    return [(language, body.strip("\n").split("\n")) for language, body in
-            re.findall(r"^```(\w*)\n(.*?)^```$", read_readme(),
-                       re.M | re.S)]
+    blocks = re.findall(r"^( *)```(\w*)\n(.*?)^\1```$", read_readme(),
+                        re.M | re.S)
+    return [(language, [line[len(indent):] for line in
+                        body.strip("\n").split("\n")])
+            for indent, language, body in blocks]
 
 
 def code_blocks(language):
@@ -61,7 +63,7 @@ def program_commands():
     """Every ``python3`` command the README shows, in order, once each."""
     text = read_readme()
     commands = [line for block in code_blocks("sh") for line in block
-                if line.startswith("python3 ")]
+                if line.startswith("python3 ") or " | python3 " in line]
     commands += re.findall(r"`(python3 [^`]+)`", text)
     setup = set(ci_setup_lines())
     return list(dict.fromkeys(c for c in commands if c not in setup))
@@ -195,7 +197,7 @@ def test_the_window_commands_run_as_written(folder, display):
         server.wait_for(f"listening on 127.0.0.1:{PORT}")
         window = Running(folder, "python3 chat_gui.py")
         try:
-            server.wait_for(") connected")
+            server.wait_for(" connected")
         finally:
             status = window.stop()
         assert status == 0, window.text()
@@ -215,7 +217,11 @@ def test_the_window_commands_run_as_written(folder, display):
 
 def run_one(folder, command, server):
     """Run one README command against the running server and check it."""
-    if command == "python3 --version":
+    if command.startswith("printf "):
+        status, output = run(folder, command)
+        assert status == 0, output
+        assert "Server sent: Hello A\n" in output
+    elif command == "python3 --version":
         status, output = run(folder, command)
         assert (status, output.split()[0]) == (0, "Python"), output
     elif command.startswith("python3 chat_client.py --help"):
