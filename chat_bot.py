@@ -402,11 +402,7 @@ def parse_arguments(argv=None):
         description="A bot that joins the chat and answers the messages "
         "sent to it: help, time, names, echo <text>, and free text (see "
         "README.md).")
-    parser.add_argument("--host", default=protocol.SERVER_IP,
-                        help="the server's address (default %(default)s)")
-    parser.add_argument("--port", type=protocol.port_number,
-                        default=protocol.SERVER_PORT,
-                        help="the server's port (default %(default)s)")
+    protocol.add_server_arguments(parser)
     parser.add_argument("--name", type=bot_name, default=DEFAULT_NAME,
                         help="the name to take; if it is taken, the next "
                         "free one of NAME2, NAME3, ... (default %(default)s)")

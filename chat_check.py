@@ -881,27 +881,14 @@ def gradescope_json(results, heading):
             "output": heading, "tests": tests}
 
 
-def length_field(text):
-    """An argparse type: "auto", "2" or "4"."""
-    if text == protocol.AUTO:
-        return text
-    if text in ("2", "4"):
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r} is not auto, 2 or 4")
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="Grade a running chat server: one line per check, "
         "and a score.",
         epilog="Exit status: 0 if every check passed, 1 if some did not, "
         "2 if the server cannot be talked to at all.")
-    parser.add_argument("--host", default=protocol.SERVER_IP,
-                        help="the server's address (default %(default)s)")
-    parser.add_argument("--port", type=protocol.port_number,
-                        default=protocol.SERVER_PORT,
-                        help="the server's port (default %(default)s)")
-    parser.add_argument("--length-field", type=length_field,
+    protocol.add_server_arguments(parser)
+    parser.add_argument("--length-field", type=protocol.length_field,
                         default=protocol.AUTO, metavar="auto|2|4",
                         help="the server's length field (default: auto, "
                         "found by trying 4 digits, then 2)")

@@ -1038,26 +1038,13 @@ class ChatClient:
         self.output.write(line + "\n")
 
 
-def length_field(text):
-    """An argparse type: 4, 2 or protocol.AUTO."""
-    if text == protocol.AUTO:
-        return protocol.AUTO
-    if text in ("2", "4"):
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r} is not 4, 2 or auto")
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="A terminal client for the chat (see README.md).",
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default=protocol.SERVER_IP,
-                        help="the server's address (default %(default)s)")
-    parser.add_argument("--port", type=protocol.port_number,
-                        default=protocol.SERVER_PORT,
-                        help="the server's port (default %(default)s)")
-    parser.add_argument("--length-field", type=length_field,
+    protocol.add_server_arguments(parser)
+    parser.add_argument("--length-field", type=protocol.length_field,
                         default=protocol.LENGTH_FIELD_SIZE,
                         metavar="{4,2,auto}",
                         help="digits in the length field of each frame "

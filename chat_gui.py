@@ -414,11 +414,7 @@ def parse_arguments(argv=None):
         description="The chat in a window (see README.md).",
         epilog=COMMANDS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default=protocol.SERVER_IP,
-                        help="the server's address (default %(default)s)")
-    parser.add_argument("--port", type=protocol.port_number,
-                        default=protocol.SERVER_PORT,
-                        help="the server's port (default %(default)s)")
+    protocol.add_server_arguments(parser)
     return parser.parse_args(argv)
 
 

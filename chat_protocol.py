@@ -553,6 +553,23 @@ def seconds(text):
     return number
 
 
+def length_field(text):
+    """An argparse type: a length field of 4 or 2 digits, or AUTO."""
+    if text == AUTO:
+        return AUTO
+    if text in ("2", "4"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not 4, 2 or {AUTO}")
+
+
+def add_server_arguments(parser):
+    """Give a program that connects to a server its --host and --port."""
+    parser.add_argument("--host", default=SERVER_IP,
+                        help="the server's address (default %(default)s)")
+    parser.add_argument("--port", type=port_number, default=SERVER_PORT,
+                        help="the server's port (default %(default)s)")
+
+
 def at_least_one(text):
     """An argparse type: a whole number from 1."""
     return _whole_number(text, 1, sys.maxsize, "a whole number from 1")

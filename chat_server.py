@@ -889,8 +889,8 @@ def parse_arguments(argv=None):
                         default=protocol.SERVER_PORT,
                         help="port to listen on (default %(default)s; "
                         "0 picks a free one)")
-    parser.add_argument("--length-field", choices=["auto", "2", "4"],
-                        default="auto",
+    parser.add_argument("--length-field", type=protocol.length_field,
+                        default=protocol.AUTO, metavar="{auto,2,4}",
                         help="digits in the length field: 4, 2 (the course "
                         "templates' dialect), or auto: each connection "
                         "is read as it writes (default %(default)s)")
@@ -946,14 +946,12 @@ def main(argv=None):
     max_clients = arguments.max_clients
     if max_clients is None:
         max_clients = default_max_clients(open_files)
-    length_field = (protocol.AUTO if arguments.length_field == "auto"
-                    else int(arguments.length_field))
     try:
         server = ChatServer(arguments.host, arguments.port,
                             max_clients=max_clients,
                             max_outbox=arguments.max_outbox,
                             frame_timeout=arguments.frame_timeout,
-                            length_field=length_field, log=log,
+                            length_field=arguments.length_field, log=log,
                             verbose=arguments.verbose,
                             fast_path=not arguments.no_fast_path)
     except OSError as error:

@@ -240,8 +240,8 @@ def test_a_2_digit_server_graded_as_4_digit_is_one_line(start):
 @pytest.mark.parametrize("arguments, error", [
     (["--timeout", "0"], "argument --timeout: '0' is not a number of "
      "seconds above 0"),
-    (["--length-field", "3"], "argument --length-field: '3' is not auto, "
-     "2 or 4"),
+    (["--length-field", "3"], "argument --length-field: '3' is not 4, "
+     "2 or auto"),
     (["--port", "0"], "argument --port: '0' is not a port number "
      "(1 to 65535)"),
     (["--pid", "999999999"], "no process has the id 999999999"),
