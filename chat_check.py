@@ -518,22 +518,23 @@ def others_still_talk(trial, first, second):
     expect_delivery(second, first.name, text, sent)
 
 
-def check_abrupt_close(trial):
+def leave_mid_message(trial, leave):
+    """A client sends half a MSG and leaves by ``leave(connection)``; the
+    others must still talk."""
     first, second, leaving = trial.named(), trial.named(), trial.named()
     frame = protocol.encode(f"MSG {first.name} {trial.token()}",
                             leaving.width)
     leaving.send_bytes(frame[:len(frame) // 2])
-    leaving.close()
+    leave(leaving)
     others_still_talk(trial, first, second)
+
+
+def check_abrupt_close(trial):
+    leave_mid_message(trial, Connection.close)
 
 
 def check_reset(trial):
-    first, second, leaving = trial.named(), trial.named(), trial.named()
-    frame = protocol.encode(f"MSG {first.name} {trial.token()}",
-                            leaving.width)
-    leaving.send_bytes(frame[:len(frame) // 2])
-    leaving.reset()
-    others_still_talk(trial, first, second)
+    leave_mid_message(trial, Connection.reset)
 
 
 def check_exit(trial):
