@@ -8,8 +8,10 @@ started fresh, pinned to core 1 (the load generator to core 0), measured
 once, and stopped; the order of the two alternates from round to round.
 The table gives each side's median and the median of the same-round
 ratios AFTER / BEFORE, which the machine's noise disturbs least.  With one
-checkout, its medians alone.  Linux only (taskset, /proc); builds
-bench/loadgen.c with gcc.
+checkout, its medians alone.  Then, for each checkout, the same-round
+ratios that are targets of their own: registration with the log on and
+off, broadcasting with the history on and off.  Linux only (taskset,
+/proc); builds bench/loadgen.c with gcc.
 """
 
 import argparse
@@ -47,6 +49,14 @@ MEASUREMENTS = {
                              ["deliveries_per_s", "lost"],
                              ["{new}--no-history"]),
 }
+
+# Two measurements of one checkout whose same-round ratio is a target:
+# (name, the measurement, the one it is compared with, the value).
+SAME_ROUND_RATIOS = [
+    ("logging on / off", "connections", "connections-quiet", "reg_s"),
+    ("history on / off", "broadcast", "broadcast-no-history",
+     "deliveries_per_s"),
+]
 
 
 def build_loadgen(directory):
@@ -167,6 +177,17 @@ def report(results, checkouts):
                 if ratios:
                     line += f"   ratio {statistics.median(ratios):.2f}"
             print(line)
+    for title, name, other, key in SAME_ROUND_RATIOS:
+        if name not in results or other not in results:
+            continue
+        line = f"{title:40}"
+        for measured, compared in zip(results[name], results[other]):
+            ratios = [float(a[key]) / float(b[key])
+                      for a, b in zip(measured, compared)
+                      if a.get("ok") == b.get("ok") == "1" and float(b[key])]
+            line += (f" {statistics.median(ratios):14.2f}" if ratios
+                     else f" {'-':>14}")
+        print(line + "   (medians of same-round ratios)")
 
 
 if __name__ == "__main__":
