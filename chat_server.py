@@ -989,8 +989,10 @@ def main(argv=None):
         server.shutdown()
 
     signal.signal(signal.SIGINT, on_signal)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, on_signal)
+    # SIGTERM, and Ctrl+Break in a Windows console (SIGBREAK), stop it too.
+    for name in ("SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
     server.serve_forever()
     return 0
 
