@@ -9,7 +9,7 @@ import pytest
 
 import chat_protocol as protocol
 from chat_client import LineEditor, QUIT, WindowsConsole
-from support import CLIENT, ROOT, Peer, TerminalClient
+from support import CLIENT, ROOT, Peer, TerminalClient, piped_output
 
 posix_only = pytest.mark.skipif(sys.platform == "win32",
                                 reason="pseudo-terminals are POSIX")
@@ -217,16 +217,17 @@ def test_piped_input(server):
     result = run_piped(server.port, "NAME A\nGET_NAMES\nEXIT\n")
     assert result.returncode == 0
     assert result.stderr == b""
-    assert result.stdout == (b"Pls enter commands\n\n"
-                             b"Server sent: Hello A\n"
-                             b"Server sent: A\n")
+    assert result.stdout == piped_output("Pls enter commands\n\n"
+                                         "Server sent: Hello A\n"
+                                         "Server sent: A\n")
 
 
 def test_piped_input_ends_with_exit_at_end_of_input(server):
     watcher = Peer(server.port).name("W")
     result = run_piped(server.port, "name Pipe\n\n   \nMSG W hi from a pipe")
     assert result.returncode == 0
-    assert result.stdout == b"Pls enter commands\n\nServer sent: Hello Pipe\n"
+    assert result.stdout == piped_output(
+        "Pls enter commands\n\nServer sent: Hello Pipe\n")
     assert watcher.receive() == "Pipe sent hi from a pipe"
     assert watcher.request("GET_NAMES") == "W"
     watcher.close()
