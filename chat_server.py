@@ -939,6 +939,10 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
+    if sys.platform == "win32" and not sys.stderr.isatty():
+        # Windows writes a redirected stream in its ANSI code page, which
+        # has no room for most alphabets: a log file gets UTF-8 instead.
+        sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
     log = EventLog(sys.stderr, per_second=(
         None if arguments.verbose or arguments.log_rate <= 0
         else arguments.log_rate), quiet=arguments.quiet)
