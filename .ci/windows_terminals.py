@@ -143,14 +143,15 @@ class Checks:
         return False
 
 
-def windows_program(python, script, port):
-    return f"wine '{python}' {script} --port {port}"
+def windows_program(python, script, *arguments):
+    return f"wine '{python}' {script} " + " ".join(arguments)
 
 
 def start_server(python):
     port = free_port()
-    server = Terminal(f"server{port}",
-                      windows_program(python, "chat_server.py", port))
+    # No history file: nothing is left behind in the project.
+    server = Terminal(f"server{port}", windows_program(
+        python, "chat_server.py", "--port", str(port), "--no-history"))
     if not wait_for_text(server, "listening on", WAIT):
         raise SystemExit("the server did not start:\n" + server.screen())
     return server, port
@@ -172,8 +173,8 @@ def example_run(checks, python):
     server, port = start_server(python)
 
     def client(name):
-        terminal = Terminal(name, windows_program(python, "chat_client.py",
-                                                  port))
+        terminal = Terminal(name, windows_program(
+            python, "chat_client.py", "--port", str(port)))
         terminal.wait_for("Pls enter commands")
         return terminal
 
@@ -228,8 +229,8 @@ def more_keys(checks, python, a_grave_fixed):
     """A half-typed line, Backspace, Hebrew, 'à', Ctrl+C, a killed
     server."""
     server, port = start_server(python)
-    c = Terminal("C", windows_program(python, "chat_client.py", port))
-    d = Terminal("D", windows_program(python, "chat_client.py", port))
+    c, d = (Terminal(name, windows_program(
+        python, "chat_client.py", "--port", str(port))) for name in "CD")
     for terminal, name in ((c, "C"), (d, "D")):
         terminal.wait_for("Pls enter commands")
         terminal.enter(f"NAME {name}")
