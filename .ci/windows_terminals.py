@@ -16,14 +16,18 @@ counted, unless --a-grave-fixed (A_GRAVE_FIXED=1 for .ci/windows).
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TMUX = ["tmux", "-u", "-L", f"chat-windows-{os.getpid()}"]
+# A tmux server of our own, its socket in a folder removed at the end.
+TMUX_FOLDER = tempfile.mkdtemp(prefix="chat-windows-")
+TMUX = ["tmux", "-u", "-S", os.path.join(TMUX_FOLDER, "tmux")]
 WAIT = 30.0
 # Ctrl+C must stop an idle server within about a second.
 IDLE_STOP_SECONDS = 1.0
@@ -315,6 +319,7 @@ def main():
         more_keys(checks, arguments.python, arguments.a_grave_fixed)
     finally:
         tmux("kill-server")
+        shutil.rmtree(TMUX_FOLDER, ignore_errors=True)
     for note in checks.notes:
         print(f"note: {note}")
     if checks.failed:
