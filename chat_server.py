@@ -938,6 +938,10 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
+    if sys.platform == "win32" and not sys.stderr.isatty():
+        # Windows writes a redirected stream in its ANSI code page, which
+        # has no room for most alphabets: a log file gets UTF-8 instead.
+        sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
     log = EventLog(sys.stderr, per_second=(
         None if arguments.verbose or arguments.log_rate <= 0
         else arguments.log_rate), quiet=arguments.quiet)
@@ -986,8 +990,10 @@ def main(argv=None):
         server.shutdown()
 
     signal.signal(signal.SIGINT, on_signal)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, on_signal)
+    # SIGTERM, and Ctrl+Break in a Windows console (SIGBREAK), stop it too.
+    for name in ("SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
     server.serve_forever()
     return 0
 

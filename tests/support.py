@@ -23,6 +23,43 @@ CLIENT = os.path.join(ROOT, "chat_client.py")
 TIMEOUT = 5.0
 
 
+def running_under_wine():
+    """Whether this is a Windows Python run by Wine (as CI runs it)."""
+    if sys.platform != "win32":
+        return False
+    import ctypes
+    return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
+
+
+UNDER_WINE = running_under_wine()
+# How a test stops a server the way a person does: Ctrl+C, or on Windows
+# Ctrl+Break, the console event that can be sent to one process group.
+if sys.platform == "win32":
+    STOP_SIGNAL = signal.CTRL_BREAK_EVENT
+    NEW_PROCESS_GROUP = subprocess.CREATE_NEW_PROCESS_GROUP
+else:
+    STOP_SIGNAL = signal.SIGINT
+    NEW_PROCESS_GROUP = 0
+needs_console_events = pytest.mark.skipif(
+    UNDER_WINE, reason="Wine 8.0 cannot send Ctrl+Break to another process "
+    "(GenerateConsoleCtrlEvent fails); .ci/windows_terminals.py stops a "
+    "Windows server with Ctrl+C in a terminal instead")
+
+
+def piped_output(text):
+    """The bytes a program writes to a pipe for ``text``: each line ends in
+    os.linesep, "\\r\\n" on Windows."""
+    return text.replace("\n", os.linesep).encode()
+
+
+def open_descriptors(process):
+    """How many files and sockets a psutil.Process holds open (handles on
+    Windows, which has no file descriptors for sockets)."""
+    if sys.platform == "win32":
+        return process.num_handles()
+    return process.num_fds()
+
+
 def wait_for(predicate, timeout=TIMEOUT, interval=0.02):
     """Poll until predicate() is true; return whether it became true."""
     deadline = time.monotonic() + timeout
@@ -94,7 +131,7 @@ class ServerProcess:
             [sys.executable, script, "--port", "0", *arguments],
             cwd=self.directory, stdin=subprocess.DEVNULL,
             stdout=self.log_file, stderr=subprocess.STDOUT,
-            preexec_fn=preexec_fn)
+            preexec_fn=preexec_fn, creationflags=NEW_PROCESS_GROUP)
         self.pid = self.process.pid
         match = None
 
@@ -116,7 +153,7 @@ class ServerProcess:
     def running(self):
         return self.process.poll() is None
 
-    def stop(self, signum=signal.SIGINT, timeout=TIMEOUT):
+    def stop(self, signum=STOP_SIGNAL, timeout=TIMEOUT):
         """Signal the server, wait for it, return its exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signum)

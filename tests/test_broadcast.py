@@ -3,7 +3,6 @@ history in a real SQLite file in a temporary directory."""
 
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,8 @@ import time
 import pytest
 
 import chat_protocol as protocol
-from support import SERVER, Peer, ServerProcess, fill, wait_for
+from support import (SERVER, Peer, ServerProcess, fill, needs_console_events,
+                     wait_for)
 
 # What "[History] YYYY-MM-DD HH:MM " adds to a delivered broadcast.
 HISTORY_PREFIX_LENGTH = 27
@@ -150,6 +150,7 @@ def test_private_messages_are_never_stored(connect):
     assert history(b) == ["[History] no broadcasts yet"]
 
 
+@needs_console_events
 def test_history_survives_a_restart(start_server, tmp_path):
     path = str(tmp_path / "kept.sqlite3")
     first = start_server("--history", path)
@@ -221,7 +222,7 @@ def test_kill_9_loses_nothing_a_client_has_received(start_server, tmp_path):
     for message in messages:
         sender.send(f"BROADCAST {message}")
         assert receiver.receive() == f"A sent to everyone: {message}"
-    server.process.send_signal(signal.SIGKILL)
+    server.process.kill()  # SIGKILL; TerminateProcess on Windows
     server.process.wait(10)
     sender.close()
     receiver.close()

@@ -15,7 +15,8 @@ from chat_client import (DELETE, DOWN, END, ESCAPE, HOME, LEFT, RIGHT, UP,
                          ChatClient, EscapeSequences, LineEditor,
                          WindowsConsole, columns, configure_output, connect,
                          split_clusters)
-from support import CLIENT, ROOT, Peer, ServerProcess, TerminalClient
+from support import (CLIENT, ROOT, Peer, ServerProcess, TerminalClient,
+                     piped_output)
 
 posix_only = pytest.mark.skipif(sys.platform == "win32",
                                 reason="pseudo-terminals are POSIX")
@@ -227,16 +228,17 @@ def test_piped_input(server):
     result = run_piped(server.port, "NAME A\nGET_NAMES\nEXIT\n")
     assert result.returncode == 0
     assert result.stderr == b""
-    assert result.stdout == (b"Pls enter commands\n\n"
-                             b"Server sent: Hello A\n"
-                             b"Server sent: A\n")
+    assert result.stdout == piped_output("Pls enter commands\n\n"
+                                         "Server sent: Hello A\n"
+                                         "Server sent: A\n")
 
 
 def test_piped_input_ends_with_exit_at_end_of_input(server):
     watcher = Peer(server.port).name("W")
     result = run_piped(server.port, "name Pipe\n\n   \nMSG W hi from a pipe")
     assert result.returncode == 0
-    assert result.stdout == b"Pls enter commands\n\nServer sent: Hello Pipe\n"
+    assert result.stdout == piped_output(
+        "Pls enter commands\n\nServer sent: Hello Pipe\n")
     assert watcher.receive() == "Pipe sent hi from a pipe"
     assert watcher.request("GET_NAMES") == "W"
     watcher.close()
@@ -820,7 +822,7 @@ def test_length_field_2_against_a_2_digit_server(two_digit_server):
                        "NAME A\nGET_NAMES\nMSG A שלום\nEXIT\n",
                        "--length-field", "2", "--show-frames")
     assert result.returncode == 0
-    assert result.stdout.decode() == (
+    assert result.stdout == piped_output(
         "Pls enter commands\n\n"
         "Frame sent: 06NAME A\n"
         "Frame sent: 09GET_NAMES\n"
@@ -842,7 +844,7 @@ def test_length_field_auto_follows_the_servers_replies(two_digit_server):
                        "NAME A\nGET_NAMES\nMSG A שלום\n",
                        "--length-field", "auto", "--show-frames")
     assert result.returncode == 0
-    assert result.stdout.decode() == (
+    assert result.stdout == piped_output(
         "Pls enter commands\n\n"
         "Frame sent: 0006NAME A\n"
         "Frame received: 45ERROR: empty command; HELP lists the commands\n"
@@ -864,7 +866,7 @@ def test_length_field_4_cannot_read_a_2_digit_server(two_digit_server):
     silent 0, with piped input too."""
     result = run_piped(two_digit_server.port, "NAME A\n")
     assert result.returncode == 1
-    assert result.stdout.decode() == (
+    assert result.stdout == piped_output(
         "Pls enter commands\n\n"
         "Cannot read what the server sent (bad length field b'45ER': not "
         "4 digits); try --length-field auto\n")
@@ -933,7 +935,7 @@ def test_a_server_that_closes_at_our_first_message(template_server,
     result = run_piped(template_server.port, "NAME A\nGET_NAMES\n",
                        *arguments)
     assert result.returncode == 1
-    assert result.stdout.decode() == (
+    assert result.stdout == piped_output(
         "Pls enter commands\n\n" + CLOSED_AT_FIRST + "\n")
 
 
@@ -955,7 +957,7 @@ def test_length_field_2_with_a_template_server(template_server):
     result = run_piped(template_server.port, "NAME Ann\nEXIT\n",
                        "--length-field", "2")
     assert result.returncode == 0
-    assert result.stdout.decode() == (
+    assert result.stdout == piped_output(
         "Pls enter commands\n\nServer sent: Hello Ann\n")
 
 

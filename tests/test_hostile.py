@@ -4,7 +4,6 @@ must get correct replies before, during and after it; the server must still
 be running at the end."""
 
 import random
-import signal
 import socket
 import sys
 import time
@@ -15,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chat_protocol as protocol
-from support import Peer, ServerProcess, wait_for
+from chat_server import WINDOWS_MAX_CLIENTS
+from support import (STOP_SIGNAL, Peer, ServerProcess, needs_console_events,
+                     open_descriptors, wait_for)
 
 posix_only = pytest.mark.skipif(sys.platform == "win32",
                                 reason="resource limits are POSIX")
@@ -80,23 +81,29 @@ def test_a_whole_conversation_one_byte_at_a_time(start_server):
     witness.check()
 
 
-def test_1100_simultaneous_connections(start_server):
-    """Past select()'s 1,024-descriptor limit, every client is served."""
+# Past select()'s 1,024-descriptor limit on Linux and macOS; on Windows,
+# where the server uses select() for at most 500 clients, up to that limit.
+MANY_CLIENTS = (WINDOWS_MAX_CLIENTS - 1 if sys.platform == "win32"
+                else 1100)
+
+
+def test_many_simultaneous_connections(start_server):
+    """Every client is served, up to the most the system allows."""
     server = start_server()
     witness = Witness(server.port)
-    names = [f"client_{number:04d}" for number in range(1100)]
+    names = [f"client_{number:04d}" for number in range(MANY_CLIENTS)]
     clients = [Peer(server.port) for _ in names]
     try:
+        # One at a time, so the names are set in this order: the server
+        # takes frames that arrive together in whatever order select()
+        # gives the sockets (on Windows, not the order they came in).
         for client, name in zip(clients, names):
-            client.send(f"NAME {name}")
-        for client, name in zip(clients, names):
-            assert client.receive() == f"Hello {name}"
+            assert client.request(f"NAME {name}") == f"Hello {name}"
         expected = protocol.split_names(["Witness"] + names)
-        assert len(expected) == 2
         witness.send("GET_NAMES")
         assert [witness.receive() for _ in expected] == expected
         clients[-1].send("MSG Witness from the last one")
-        assert witness.receive() == "client_1099 sent from the last one"
+        assert witness.receive() == f"{names[-1]} sent from the last one"
         witness.check()
     finally:
         for client in clients:
@@ -174,7 +181,7 @@ def test_open_files_soft_limit_is_raised_to_the_hard_limit(start_server):
             peer.close()
 
 
-@posix_only
+@needs_console_events
 def test_shutdown_flush_does_not_spin_on_new_connections():
     """While the server gives a slow client its last second, connection
     attempts must not turn the wait into a busy loop."""
@@ -188,7 +195,7 @@ def test_shutdown_flush_does_not_spin_on_new_connections():
         for _ in range(1000):  # about 10 MB: more than the kernel holds
             flooder.send_raw(flood)
         assert flooder.request("GET_NAMES") == "Stuck Flood"
-        server.process.send_signal(signal.SIGINT)
+        server.process.send_signal(STOP_SIGNAL)
         assert wait_for(lambda: "shutting down" in server.log())
         peers += [Peer(server.port) for _ in range(3)]
         before = cpu_seconds(server.pid)
@@ -323,7 +330,7 @@ def test_500_connect_then_reset_cycles(start_server):
     server = start_server()
     witness = Witness(server.port)
     process = psutil.Process(server.pid)
-    descriptors_before = process.num_fds()
+    descriptors_before = open_descriptors(process)
     chooser = random.Random(4)
     for number in range(500):
         peer = Peer(server.port)
@@ -332,7 +339,8 @@ def test_500_connect_then_reset_cycles(start_server):
         peer.reset()
         if number % 100 == 0:
             witness.check()
-    assert wait_for(lambda: process.num_fds() == descriptors_before)
+    assert wait_for(
+        lambda: open_descriptors(process) == descriptors_before)
     assert witness.request("GET_NAMES") == "Witness"
     witness.check()
 
