@@ -2,16 +2,12 @@
 clients under Wine, each in a real terminal (a tmux session of its own),
 typed key by key through the client's msvcrt.kbhit()/getwch() path.
 
-    python3 .ci/windows_terminals.py WINDOWS_PYTHON_EXE [--a-grave-fixed]
+    python3 .ci/windows_terminals.py WINDOWS_PYTHON_EXE
 
 The server is the Windows CPython too.  Run by .ci/windows, which sets up
 Wine and the environment (WINEPREFIX, a UTF-8 locale).  Prints one line if
 every check passed; otherwise each failed check, with the screens.  Exit
 status 1 if a check failed.
-
-The typed-'à' check is expected to fail until chat_client.py stops taking
-'\\xe0' for the first half of a special key: its failure is reported, not
-counted, unless --a-grave-fixed (A_GRAVE_FIXED=1 for .ci/windows).
 """
 
 import argparse
@@ -133,7 +129,6 @@ class Checks:
     def __init__(self):
         self.passed = []
         self.failed = []
-        self.notes = []
 
     def check(self, what, ok, *terminals):
         if ok:
@@ -229,7 +224,7 @@ def example_run(checks, python):
                  "Traceback" not in server.screen(), server)
 
 
-def more_keys(checks, python, a_grave_fixed):
+def more_keys(checks, python):
     """A half-typed line, Backspace, Hebrew, 'à', Ctrl+C, a killed
     server."""
     server, port = start_server(python)
@@ -271,28 +266,18 @@ def more_keys(checks, python, a_grave_fixed):
     c.enter("MSG D àbc")
     c.enter("MSG D after")
     d.wait_for("Server sent: C sent after", timeout=10)
-    a_grave = d.lines().count("Server sent: C sent àbc") == 1
-    if a_grave_fixed:
-        checks.check("'à' typed on Windows arrives as 'à'", a_grave, c, d)
-    elif a_grave:
-        checks.notes.append("'à' typed on Windows arrived: the client is "
-                            "fixed, turn the check on (A_GRAVE_FIXED=1)")
-    else:
-        checks.notes.append("'à' typed on Windows is lost (expected until "
-                            "chat_client.py is fixed)")
+    checks.check("'à' typed on Windows arrives as 'à'",
+                 d.lines().count("Server sent: C sent àbc") == 1, c, d)
 
     c.type("abc")
     time.sleep(0.3)
     c.press("C-c")
     # The status is printed right after what the client left on the screen:
-    # "abc" if it did not end the half-typed line.
+    # the half-typed line stays, and what follows starts on a fresh line.
     checks.check("Ctrl+C ends the client with status 0",
-                 wait_for_text(c, "EXIT_STATUS=0", 10)
-                 and c.lines()[-1].endswith("EXIT_STATUS=0"), c)
-    if c.lines()[-1] != "EXIT_STATUS=0":
-        checks.notes.append("Ctrl+C on a half-typed line leaves the cursor "
-                            "after it: what follows (the shell's prompt) "
-                            f"goes on that line: {c.lines()[-1]!r}")
+                 wait_for_text(c, "EXIT_STATUS=0", 10), c)
+    checks.check("Ctrl+C on a half-typed line ends on a fresh line",
+                 c.lines()[-2:] == ["abc", "EXIT_STATUS=0"], c)
     checks.check("no traceback after Ctrl+C", "Traceback" not in c.screen(),
                  c)
 
@@ -310,18 +295,14 @@ def more_keys(checks, python, a_grave_fixed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("python", help="the Windows python.exe")
-    parser.add_argument("--a-grave-fixed", action="store_true",
-                        help="count the typed-'à' check")
     arguments = parser.parse_args()
     checks = Checks()
     try:
         example_run(checks, arguments.python)
-        more_keys(checks, arguments.python, arguments.a_grave_fixed)
+        more_keys(checks, arguments.python)
     finally:
         tmux("kill-server")
         shutil.rmtree(TMUX_FOLDER, ignore_errors=True)
-    for note in checks.notes:
-        print(f"note: {note}")
     if checks.failed:
         print(f"{len(checks.failed)} of "
               f"{len(checks.failed) + len(checks.passed)} checks failed")
