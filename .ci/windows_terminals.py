@@ -285,9 +285,9 @@ def more_keys(checks, python):
     time.sleep(0.3)
     os.kill(server.program_pid(), signal.SIGKILL)
     d.wait_for("EXIT_STATUS=1", timeout=10)
-    checks.check("the server killed: the client says so in one line and "
-                 "exits 1",
-                 d.lines()[-3:] == ["Server sent: C sent after",
+    checks.check("the server killed: the client keeps the half-typed line, "
+                 "says so in one line and exits 1",
+                 d.lines()[-4:] == ["Server sent: C sent after", "half",
                                     "Connection to the server was lost.",
                                     "EXIT_STATUS=1"], d)
 

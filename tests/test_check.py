@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from support import ROOT, ServerProcess
+from support import ROOT, UNDER_WINE, ServerProcess
 
 CHECKER = os.path.join(ROOT, "chat_check.py")
 STUDENT_SERVER = os.path.join(ROOT, "tests", "student_server.py")
@@ -32,6 +32,8 @@ WORDED = [
     "msg_to_missing", "msg_before_name", "unknown_command", "two_commands",
     "byte_at_a_time", "hebrew", "exit", "example_run",
 ]
+# The idle-CPU check reads /proc: elsewhere it is skipped, with its reason.
+IDLE_CPU_MEASURED = sys.platform.startswith("linux")
 STATUS_LINE = re.compile(r"^(PASS|FAIL|SKIP|BLOCKED) +(\w+) ", re.MULTILINE)
 
 
@@ -86,12 +88,17 @@ def test_our_server_passes_every_check(start, server_arguments,
     expected = list(CHECKS)
     if "--strict" in checker_arguments:
         expected += [name + "_wording" for name in WORDED]
-    assert statuses == {name: "PASS" for name in expected}, finished.stdout
+    wanted = {name: "PASS" for name in expected}
+    score = f"score: {len(expected)}/{len(expected)}"
+    if not IDLE_CPU_MEASURED:
+        wanted["idle_cpu"] = "SKIP"
+        score = f"score: {len(expected) - 1}/{len(expected) - 1} (1 skipped)"
+    assert statuses == wanted, finished.stdout
     lines = finished.stdout.splitlines()
     assert lines[:2] == [
         f"Grading the chat server at 127.0.0.1:{server.port}",
         f"length fields: {dialect}"]
-    assert lines[-1] == f"score: {len(expected)}/{len(expected)}"
+    assert lines[-1] == score
     assert finished.returncode == 0
     assert finished.stderr == ""
 
@@ -111,7 +118,10 @@ FAULTS = [
     # only what follows it.
     ("crash-on-exit", [], {"exit"},
      {"names_after_exit", "example_run", "names_after_reset", "reset"}),
-    ("crash-on-reset", [], {"names_after_reset"}, {"reset"}),
+    pytest.param("crash-on-reset", [], {"names_after_reset"}, {"reset"},
+                 marks=pytest.mark.skipif(
+                     UNDER_WINE, reason="under Wine the student server's "
+                     "recv() does not raise on a reset")),
     ("char-count", [], {"hebrew"}, set()),
     ("one-recv", [], {"two_commands", "byte_at_a_time"}, set()),
     ("unknown-silent", [], {"unknown_command"}, set()),
@@ -126,9 +136,10 @@ def test_a_faulty_server_fails_exactly_its_checks(
     server = start("--fault", fault, script=STUDENT_SERVER)
     finished, statuses = grade(server, *checker_arguments)
     assert set(statuses) == set(CHECKS), finished.stdout
-    assert with_status(statuses, "FAIL") == failed, finished.stdout
+    skipped = set() if IDLE_CPU_MEASURED else {"idle_cpu"}
+    assert with_status(statuses, "FAIL") == failed - skipped, finished.stdout
     assert with_status(statuses, "BLOCKED") == blocked, finished.stdout
-    assert with_status(statuses, "SKIP") == set()
+    assert with_status(statuses, "SKIP") == skipped
     assert finished.returncode == (1 if failed else 0)
     dialect = "2 digits" if fault == "two-digit" else "4 digits"
     assert f"length fields: {dialect}" in finished.stdout
@@ -244,7 +255,10 @@ def test_a_2_digit_server_graded_as_4_digit_is_one_line(start):
      "2 or auto"),
     (["--port", "0"], "argument --port: '0' is not a port number "
      "(1 to 65535)"),
-    (["--pid", "999999999"], "no process has the id 999999999"),
+    pytest.param(["--pid", "999999999"], "no process has the id 999999999",
+                 marks=pytest.mark.skipif(
+                     not IDLE_CPU_MEASURED, reason="process ids are "
+                     "checked where they are read: Linux's /proc")),
 ])
 def test_bad_arguments_are_one_clear_error(arguments, error):
     finished = run_checker(*arguments)

@@ -570,13 +570,13 @@ def test_windows_output_to_a_pipe_is_utf8():
     configure_output(piped, platform="win32")
     piped.write("Server sent: שלום \udcff\n")
     piped.flush()
-    assert piped.buffer.getvalue() == (
-        "Server sent: שלום \\udcff\n".encode("utf-8"))
+    assert piped.buffer.getvalue() == piped_output(
+        "Server sent: שלום \\udcff\n")
     elsewhere = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
     configure_output(elsewhere, platform="linux")
     elsewhere.write("שלום\n")
     elsewhere.flush()
-    assert elsewhere.buffer.getvalue() == b"????\n"
+    assert elsewhere.buffer.getvalue() == b"????" + os.linesep.encode()
 
 
 def test_the_socket_sends_small_frames_at_once(server):
