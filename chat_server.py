@@ -22,7 +22,6 @@ import time
 
 import chat_protocol as protocol
 import chat_history
-from chat_history import HistoryError, HistoryStore
 
 RECEIVE_SIZE = 65536
 FOUR_DIGITS = protocol.LENGTH_FIELD_SIZE
@@ -207,16 +206,15 @@ class ChatServer:
     def __init__(self, host=protocol.SERVER_IP, port=protocol.SERVER_PORT,
                  max_clients=None, max_outbox=DEFAULT_MAX_OUTBOX,
                  frame_timeout=DEFAULT_FRAME_TIMEOUT,
-                 length_field=protocol.AUTO, history=None, log=None,
-                 verbose=False, fast_path=True):
+                 length_field=protocol.AUTO, log=None, verbose=False,
+                 fast_path=True):
         self.max_clients = max_clients
         self.max_outbox = max_outbox
         self.frame_timeout = frame_timeout
         self.length_field = length_field
-        # A chat_history store for BROADCASTs, or None.
-        self.history = history
-        self.history_off_reason = (
-            "this server keeps no history" if history is None else None)
+        # A chat_history store for BROADCASTs (see keep_history), or None.
+        self.history = None
+        self.history_off_reason = "this server keeps no history"
         self.log = log or EventLog(sys.stderr)
         self.verbose = verbose
         # The fast path relays a plain MSG without the general path's
@@ -690,7 +688,7 @@ class ChatServer:
         switch history off and return None: the chat goes on."""
         try:
             return method(*arguments)
-        except HistoryError as error:
+        except chat_history.HistoryError as error:
             self._history_failed(error)
             return None
 
@@ -701,7 +699,7 @@ class ChatServer:
         history, self.history = self.history, None
         try:
             history.close()
-        except HistoryError:
+        except chat_history.HistoryError:
             pass  # it failed already, and close() closes it anyway
 
     # ------------------------------------------------------------- writing
@@ -966,9 +964,9 @@ def main(argv=None):
     history = None
     if not arguments.no_history:
         try:
-            history = HistoryStore(arguments.history,
-                                   limit=arguments.history_limit)
-        except HistoryError as error:
+            history = chat_history.HistoryStore(arguments.history,
+                                                limit=arguments.history_limit)
+        except chat_history.HistoryError as error:
             server.close()
             print(f"chat_server: {error}", file=sys.stderr)
             return 1
